@@ -1,0 +1,716 @@
+//! `rollgate.toml`: the typed configuration model and its validation.
+//!
+//! The whole file is checked at once and every problem is collected, each naming the file, the
+//! key and what was expected, so that `rollgate validate` can list them all. Unknown keys are
+//! errors: a misspelt key must never be silently ignored.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::model::valid_name;
+use crate::rule::Rule;
+
+/// The control API's default listen address.
+pub const DEFAULT_CONTROL_LISTEN: &str = "127.0.0.1:7700";
+
+/// One problem in a configuration file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, as given.
+    pub file: String,
+    /// The dotted key (e.g. `app.api.health.interval`), or `line L, column C` for syntax errors.
+    pub key: String,
+    /// What was expected and what was found.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}: {}", self.file, self.key, self.message)
+    }
+}
+
+/// Every problem found in a configuration file, in file order where known.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A validated `rollgate.toml`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub apps: BTreeMap<String, AppConfig>,
+    pub envs: BTreeMap<String, EnvConfig>,
+}
+
+/// `[server]`: the control plane.
+#[derive(Clone, Debug, Serialize)]
+pub struct ServerConfig {
+    /// Control API listen address; default `127.0.0.1:7700`. Port 0 lets the OS choose; the
+    /// chosen address is written to the data directory for the CLI to find.
+    pub control: SocketAddr,
+    /// Data directory, relative to the configuration file; default `.rollgate`.
+    pub data_dir: Option<PathBuf>,
+}
+
+/// `[app.NAME]`: a web service that rollgate releases.
+#[derive(Clone, Debug, Serialize)]
+pub struct AppConfig {
+    pub name: String,
+    /// Shell command line that starts one instance; `${PORT}` is the port it must listen on
+    /// (also given as the `PORT` environment variable).
+    pub run: String,
+    /// Working directory relative to the artifact's root; default `.`.
+    pub workdir: PathBuf,
+    /// Extra environment variables for every instance.
+    pub env: BTreeMap<String, String>,
+    /// Instances per version; default 1.
+    pub instances: u32,
+    /// Grace between SIGTERM and SIGKILL; default 10s.
+    #[serde(with = "ms")]
+    pub stop_grace: Duration,
+    /// Host names routed to this app by the gateway; empty (default) = any host.
+    pub hosts: Vec<String>,
+    /// Path prefix routed to this app; default `/`.
+    pub path_prefix: String,
+    pub health: HealthConfig,
+    pub smoke: Vec<SmokeTest>,
+}
+
+/// `app.NAME.health`: the probe that decides whether an instance may get traffic.
+#[derive(Clone, Debug, Serialize)]
+pub struct HealthConfig {
+    /// Default `/health`.
+    pub path: String,
+    /// Default 1s.
+    #[serde(with = "ms")]
+    pub interval: Duration,
+    /// Default 500ms.
+    #[serde(with = "ms")]
+    pub timeout: Duration,
+    /// Consecutive passes to become healthy; default 2.
+    pub healthy: u32,
+    /// Consecutive failures to become unhealthy; default 3.
+    pub unhealthy: u32,
+    /// How long a new version may take to become healthy; default 60s.
+    #[serde(with = "ms")]
+    pub deadline: Duration,
+}
+
+/// One smoke test, run against the candidate before it gets any user traffic.
+#[derive(Clone, Debug, Serialize)]
+pub struct SmokeTest {
+    /// Default `GET`.
+    pub method: String,
+    pub path: String,
+    pub headers: BTreeMap<String, String>,
+    /// Expected status; default 200.
+    pub status: u16,
+    /// Text the body must contain, if set.
+    pub body_contains: Option<String>,
+    /// Default 5s.
+    #[serde(with = "ms")]
+    pub timeout: Duration,
+}
+
+/// How `live` moves from blue to green.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// All traffic at once after verification.
+    BlueGreen,
+}
+
+/// `[env.NAME]`: an environment with its own gateway listener and policies.
+#[derive(Clone, Debug, Serialize)]
+pub struct EnvConfig {
+    pub name: String,
+    /// Gateway listen address. Port 0 lets the OS choose.
+    pub listen: SocketAddr,
+    pub strategy: Strategy,
+    /// How long a promoted version is watched while blue stays warm; default 30s.
+    #[serde(with = "ms")]
+    pub monitor: Duration,
+    /// Rules that roll the promoted version back; default `["error_rate > 5%"]`.
+    pub rollback_when: Vec<Rule>,
+    /// Requests a rate or latency rule needs before it can pass or fail; default 20.
+    pub min_requests: u64,
+    /// Apps released in this environment; default all.
+    pub apps: Vec<String>,
+}
+
+mod ms {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+impl Config {
+    /// Parses and validates configuration text; `file` is used in error messages only.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+        let mut cx = Cx { file: file.to_string(), errors: Vec::new() };
+        let root: toml::Table = match text.parse::<toml::Table>() {
+            Ok(t) => t,
+            Err(e) => {
+                let key = match e.span() {
+                    Some(span) => {
+                        let before = &text[..span.start.min(text.len())];
+                        let line = before.matches('\n').count() + 1;
+                        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                        format!("line {line}, column {col}")
+                    }
+                    None => "syntax".to_string(),
+                };
+                let message = format!("invalid TOML: {}", e.message().trim());
+                return Err(ConfigErrors(vec![ConfigError { file: cx.file, key, message }]));
+            }
+        };
+        let root_t = T { key: String::new(), table: &root };
+        cx.only(&root_t, &["server", "app", "env"]);
+
+        let server = match root_t.table("server", &mut cx) {
+            Some(t) => {
+                cx.only(&t, &["control", "data_dir"]);
+                ServerConfig {
+                    control: t
+                        .addr("control", &mut cx)
+                        .unwrap_or_else(|| default_control_listen()),
+                    data_dir: t.string("data_dir", &mut cx).map(PathBuf::from),
+                }
+            }
+            None => ServerConfig { control: default_control_listen(), data_dir: None },
+        };
+
+        let mut apps = BTreeMap::new();
+        if let Some(app_t) = root_t.table("app", &mut cx) {
+            for (name, value) in app_t.table.iter() {
+                let key = app_t.child(name);
+                if let Err(msg) = valid_name(name) {
+                    cx.err(&key, msg);
+                    continue;
+                }
+                match value.as_table() {
+                    Some(table) => {
+                        let t = T { key, table };
+                        if let Some(app) = parse_app(name, &t, &mut cx) {
+                            apps.insert(name.clone(), app);
+                        }
+                    }
+                    None => cx.err(&key, format!("expected a table, got {}", value.type_str())),
+                }
+            }
+        }
+        if apps.is_empty() && !root.contains_key("app") {
+            cx.err("app", "expected at least one [app.NAME] table".to_string());
+        }
+
+        let mut envs = BTreeMap::new();
+        if let Some(env_t) = root_t.table("env", &mut cx) {
+            for (name, value) in env_t.table.iter() {
+                let key = env_t.child(name);
+                if let Err(msg) = valid_name(name) {
+                    cx.err(&key, msg);
+                    continue;
+                }
+                match value.as_table() {
+                    Some(table) => {
+                        let t = T { key, table };
+                        if let Some(env) = parse_env(name, &t, &apps, &mut cx) {
+                            envs.insert(name.clone(), env);
+                        }
+                    }
+                    None => cx.err(&key, format!("expected a table, got {}", value.type_str())),
+                }
+            }
+        }
+        if envs.is_empty() && !root.contains_key("env") {
+            cx.err("env", "expected at least one [env.NAME] table".to_string());
+        }
+        check_cross(&apps, &envs, &server, &mut cx);
+
+        if cx.errors.is_empty() {
+            Ok(Config { server, apps, envs })
+        } else {
+            Err(ConfigErrors(cx.errors))
+        }
+    }
+
+    /// The apps released in an environment, in name order.
+    pub fn apps_in<'a>(&'a self, env: &'a EnvConfig) -> impl Iterator<Item = &'a AppConfig> + 'a {
+        env.apps.iter().filter_map(|a| self.apps.get(a))
+    }
+}
+
+fn default_control_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7700))
+}
+
+fn parse_app(name: &str, t: &T<'_>, cx: &mut Cx) -> Option<AppConfig> {
+    cx.only(
+        t,
+        &["run", "workdir", "env", "instances", "stop_grace", "hosts", "path_prefix", "health", "smoke"],
+    );
+    let before = cx.errors.len();
+    let run = t.string("run", cx);
+    if run.is_none() && !t.table.contains_key("run") {
+        cx.err(&t.child("run"), "expected the command that starts an instance, e.g. \"./api --port ${PORT}\"".to_string());
+    }
+    if let Some(r) = &run
+        && r.trim().is_empty()
+    {
+        cx.err(&t.child("run"), "expected a non-empty command".to_string());
+    }
+    let workdir = t.string("workdir", cx).map_or_else(|| PathBuf::from("."), PathBuf::from);
+    if workdir.is_absolute() || workdir.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        cx.err(&t.child("workdir"), format!("expected a path inside the artifact (relative, without '..'), got {:?}", workdir.display().to_string()));
+    }
+    let env = t.string_map("env", cx).unwrap_or_default();
+    for k in env.keys() {
+        if k.is_empty() || k.contains('=') || k.contains('\0') {
+            cx.err(&t.child("env"), format!("invalid environment variable name {k:?}"));
+        }
+    }
+    let instances = t.int("instances", 1, 64, cx).map_or(1, |n| n as u32);
+    let stop_grace = t.duration("stop_grace", cx).unwrap_or(Duration::from_secs(10));
+    let hosts = t.string_list("hosts", cx).unwrap_or_default();
+    let path_prefix = t.string("path_prefix", cx).unwrap_or_else(|| "/".to_string());
+    if !path_prefix.starts_with('/') {
+        cx.err(&t.child("path_prefix"), format!("expected a path starting with '/', got {path_prefix:?}"));
+    }
+
+    let health = match t.table("health", cx) {
+        Some(h) => {
+            cx.only(&h, &["path", "interval", "timeout", "healthy", "unhealthy", "deadline"]);
+            let hc = HealthConfig {
+                path: h.string("path", cx).unwrap_or_else(|| "/health".to_string()),
+                interval: h.duration("interval", cx).unwrap_or(Duration::from_secs(1)),
+                timeout: h.duration("timeout", cx).unwrap_or(Duration::from_millis(500)),
+                healthy: h.int("healthy", 1, 100, cx).map_or(2, |n| n as u32),
+                unhealthy: h.int("unhealthy", 1, 100, cx).map_or(3, |n| n as u32),
+                deadline: h.duration("deadline", cx).unwrap_or(Duration::from_secs(60)),
+            };
+            if !hc.path.starts_with('/') {
+                cx.err(&h.child("path"), format!("expected a path starting with '/', got {:?}", hc.path));
+            }
+            if hc.timeout > hc.interval {
+                cx.err(&h.child("timeout"), "expected a timeout no longer than the interval".to_string());
+            }
+            hc
+        }
+        None => HealthConfig {
+            path: "/health".to_string(),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            healthy: 2,
+            unhealthy: 3,
+            deadline: Duration::from_secs(60),
+        },
+    };
+
+    let mut smoke = Vec::new();
+    if let Some(v) = t.table.get("smoke") {
+        let key = t.child("smoke");
+        match v.as_array() {
+            Some(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let ikey = format!("{key}[{i}]");
+                    match item.as_table() {
+                        Some(table) => {
+                            let s = T { key: ikey, table };
+                            if let Some(test) = parse_smoke(&s, cx) {
+                                smoke.push(test);
+                            }
+                        }
+                        None => cx.err(&ikey, format!("expected a table like {{ path = \"/\", status = 200 }}, got {}", item.type_str())),
+                    }
+                }
+            }
+            None => cx.err(&key, format!("expected an array of tables, got {}", v.type_str())),
+        }
+    }
+
+    if cx.errors.len() > before {
+        return None;
+    }
+    Some(AppConfig {
+        name: name.to_string(),
+        run: run.unwrap_or_default(),
+        workdir,
+        env,
+        instances,
+        stop_grace,
+        hosts: hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect(),
+        path_prefix,
+        health,
+        smoke,
+    })
+}
+
+fn parse_smoke(s: &T<'_>, cx: &mut Cx) -> Option<SmokeTest> {
+    cx.only(s, &["method", "path", "headers", "status", "body_contains", "timeout"]);
+    let before = cx.errors.len();
+    let method = s.string("method", cx).unwrap_or_else(|| "GET".to_string()).to_ascii_uppercase();
+    if method.is_empty() || !method.chars().all(|c| c.is_ascii_alphabetic()) {
+        cx.err(&s.child("method"), format!("expected an HTTP method like GET, got {method:?}"));
+    }
+    let path = s.string("path", cx);
+    match &path {
+        None if !s.table.contains_key("path") => cx.err(&s.child("path"), "expected the path to request, e.g. \"/api/users\"".to_string()),
+        Some(p) if !p.starts_with('/') => cx.err(&s.child("path"), format!("expected a path starting with '/', got {p:?}")),
+        _ => {}
+    }
+    let test = SmokeTest {
+        method,
+        path: path.unwrap_or_default(),
+        headers: s.string_map("headers", cx).unwrap_or_default(),
+        status: s.int("status", 100, 599, cx).map_or(200, |n| n as u16),
+        body_contains: s.string("body_contains", cx),
+        timeout: s.duration("timeout", cx).unwrap_or(Duration::from_secs(5)),
+    };
+    (cx.errors.len() == before).then_some(test)
+}
+
+fn parse_env(name: &str, t: &T<'_>, apps: &BTreeMap<String, AppConfig>, cx: &mut Cx) -> Option<EnvConfig> {
+    cx.only(t, &["listen", "strategy", "monitor", "rollback_when", "min_requests", "apps"]);
+    let before = cx.errors.len();
+    let listen = t.addr("listen", cx);
+    if listen.is_none() && !t.table.contains_key("listen") {
+        cx.err(&t.child("listen"), "expected the gateway's listen address, e.g. \"127.0.0.1:8080\"".to_string());
+    }
+    let strategy = match t.string("strategy", cx).as_deref() {
+        None | Some("blue-green") => Strategy::BlueGreen,
+        Some(other) => {
+            cx.err(&t.child("strategy"), format!("expected \"blue-green\", got {other:?}"));
+            Strategy::BlueGreen
+        }
+    };
+    let monitor = t.duration("monitor", cx).unwrap_or(Duration::from_secs(30));
+    let mut rollback_when = Vec::new();
+    match t.string_list("rollback_when", cx) {
+        Some(list) => {
+            for (i, text) in list.iter().enumerate() {
+                match Rule::parse(text) {
+                    Ok(r) => rollback_when.push(r),
+                    Err(msg) => cx.err(&format!("{}[{i}]", t.child("rollback_when")), msg),
+                }
+            }
+        }
+        None => {
+            if let Ok(r) = Rule::parse("error_rate > 5%") {
+                rollback_when.push(r);
+            }
+        }
+    }
+    let min_requests = t.int("min_requests", 1, 1_000_000, cx).map_or(20, |n| n as u64);
+    let env_apps = match t.string_list("apps", cx) {
+        Some(list) => {
+            for a in &list {
+                if !apps.contains_key(a) {
+                    cx.err(&t.child("apps"), format!("unknown app {a:?}; apps defined: {}", names(apps.keys())));
+                }
+            }
+            list
+        }
+        None => apps.keys().cloned().collect(),
+    };
+    if cx.errors.len() > before {
+        return None;
+    }
+    Some(EnvConfig {
+        name: name.to_string(),
+        listen: listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+        strategy,
+        monitor,
+        rollback_when,
+        min_requests,
+        apps: env_apps,
+    })
+}
+
+fn names<'a>(it: impl Iterator<Item = &'a String>) -> String {
+    let v: Vec<&str> = it.map(String::as_str).collect();
+    if v.is_empty() { "none".to_string() } else { v.join(", ") }
+}
+
+/// Checks that span sections: listen addresses clash nowhere, routes are unambiguous.
+fn check_cross(
+    apps: &BTreeMap<String, AppConfig>,
+    envs: &BTreeMap<String, EnvConfig>,
+    server: &ServerConfig,
+    cx: &mut Cx,
+) {
+    let mut seen: BTreeMap<SocketAddr, String> = BTreeMap::new();
+    if server.control.port() != 0 {
+        seen.insert(server.control, "server.control".to_string());
+    }
+    for env in envs.values() {
+        let key = format!("env.{}.listen", env.name);
+        if env.listen.port() != 0 {
+            if let Some(other) = seen.get(&env.listen) {
+                cx.err(&key, format!("address {} is already used by {other}", env.listen));
+            } else {
+                seen.insert(env.listen, key);
+            }
+        }
+        let mut routes: BTreeSet<(Vec<String>, String)> = BTreeSet::new();
+        for app in env.apps.iter().filter_map(|a| apps.get(a)) {
+            let mut hosts = app.hosts.clone();
+            hosts.sort();
+            if !routes.insert((hosts, app.path_prefix.clone())) {
+                cx.err(
+                    &format!("app.{}.path_prefix", app.name),
+                    format!(
+                        "in env {:?}, another app has the same hosts and path_prefix {:?}: set `hosts` or `path_prefix` so the gateway can tell them apart",
+                        env.name, app.path_prefix
+                    ),
+                );
+            }
+        }
+    }
+}
+
+struct Cx {
+    file: String,
+    errors: Vec<ConfigError>,
+}
+
+impl Cx {
+    fn err(&mut self, key: &str, message: String) {
+        self.errors.push(ConfigError { file: self.file.clone(), key: key.to_string(), message });
+    }
+
+    fn only(&mut self, t: &T<'_>, allowed: &[&str]) {
+        for k in t.table.keys() {
+            if !allowed.contains(&k.as_str()) {
+                self.err(&t.child(k), format!("unknown key; expected one of: {}", allowed.join(", ")));
+            }
+        }
+    }
+}
+
+/// A table with its dotted key, and typed getters that report errors against that key.
+struct T<'a> {
+    key: String,
+    table: &'a toml::Table,
+}
+
+impl<'a> T<'a> {
+    fn child(&self, k: &str) -> String {
+        if self.key.is_empty() { k.to_string() } else { format!("{}.{k}", self.key) }
+    }
+
+    fn table(&self, k: &str, cx: &mut Cx) -> Option<T<'a>> {
+        let v = self.table.get(k)?;
+        match v.as_table() {
+            Some(table) => Some(T { key: self.child(k), table }),
+            None => {
+                cx.err(&self.child(k), format!("expected a table, got {}", v.type_str()));
+                None
+            }
+        }
+    }
+
+    fn string(&self, k: &str, cx: &mut Cx) -> Option<String> {
+        let v = self.table.get(k)?;
+        match v.as_str() {
+            Some(s) => Some(s.to_string()),
+            None => {
+                cx.err(&self.child(k), format!("expected a string, got {}", v.type_str()));
+                None
+            }
+        }
+    }
+
+    fn string_list(&self, k: &str, cx: &mut Cx) -> Option<Vec<String>> {
+        let v = self.table.get(k)?;
+        let list = v.as_array().and_then(|a| a.iter().map(|x| x.as_str().map(str::to_string)).collect::<Option<Vec<_>>>());
+        if list.is_none() {
+            cx.err(&self.child(k), format!("expected an array of strings, got {}", v.type_str()));
+        }
+        list
+    }
+
+    fn string_map(&self, k: &str, cx: &mut Cx) -> Option<BTreeMap<String, String>> {
+        let v = self.table.get(k)?;
+        let Some(t) = v.as_table() else {
+            cx.err(&self.child(k), format!("expected a table of strings, got {}", v.type_str()));
+            return None;
+        };
+        let mut out = BTreeMap::new();
+        for (name, val) in t {
+            match val.as_str() {
+                Some(s) => {
+                    out.insert(name.clone(), s.to_string());
+                }
+                None => cx.err(&format!("{}.{name}", self.child(k)), format!("expected a string, got {}", val.type_str())),
+            }
+        }
+        Some(out)
+    }
+
+    fn int(&self, k: &str, min: i64, max: i64, cx: &mut Cx) -> Option<i64> {
+        let v = self.table.get(k)?;
+        match v.as_integer() {
+            Some(n) if (min..=max).contains(&n) => Some(n),
+            Some(n) => {
+                cx.err(&self.child(k), format!("expected a whole number from {min} to {max}, got {n}"));
+                None
+            }
+            None => {
+                cx.err(&self.child(k), format!("expected a whole number, got {}", v.type_str()));
+                None
+            }
+        }
+    }
+
+    fn duration(&self, k: &str, cx: &mut Cx) -> Option<Duration> {
+        let v = self.table.get(k)?;
+        let parsed = v.as_str().and_then(|s| humantime::parse_duration(s).ok());
+        if parsed.is_none() {
+            let got = v.as_str().map_or_else(|| v.type_str().to_string(), |s| format!("{s:?}"));
+            cx.err(&self.child(k), format!("expected a duration string like \"500ms\", \"30s\" or \"5m\", got {got}"));
+        }
+        parsed
+    }
+
+    fn addr(&self, k: &str, cx: &mut Cx) -> Option<SocketAddr> {
+        let s = self.string(k, cx)?;
+        match s.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                cx.err(&self.child(k), format!("expected an IP address and port like \"127.0.0.1:8080\", got {s:?}"));
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[app.api]
+run = "./api --port ${PORT}"
+env = { RUST_LOG = "info" }
+health = { path = "/health", interval = "1s", timeout = "500ms", healthy = 2 }
+smoke = [{ path = "/api/users", status = 200, body_contains = "Ada" }]
+
+[env.staging]
+listen = "127.0.0.1:8080"
+strategy = "blue-green"
+
+[env.prod]
+listen = "127.0.0.1:8443"
+monitor = "10m"
+rollback_when = ["error_rate > 5%", "errors > 3 in 1m", "p99 > 500ms"]
+"#;
+
+    #[test]
+    fn parses_the_design_sketch_with_defaults() {
+        let c = Config::parse(GOOD, "rollgate.toml").unwrap();
+        let api = &c.apps["api"];
+        assert_eq!(api.instances, 1);
+        assert_eq!(api.health.unhealthy, 3);
+        assert_eq!(api.health.deadline, Duration::from_secs(60));
+        assert_eq!(api.smoke[0].method, "GET");
+        assert_eq!(api.smoke[0].body_contains.as_deref(), Some("Ada"));
+        assert_eq!(c.envs["prod"].monitor, Duration::from_secs(600));
+        assert_eq!(c.envs["prod"].rollback_when.len(), 3);
+        assert_eq!(c.envs["staging"].rollback_when[0].text, "error_rate > 5%");
+        assert_eq!(c.envs["staging"].apps, vec!["api".to_string()]);
+        assert_eq!(c.server.control, default_control_listen());
+    }
+
+    #[test]
+    fn lists_every_error_with_file_and_key() {
+        let bad = r#"
+[server]
+contrl = "x"
+
+[app.api]
+run = "./api"
+health = { interval = "fast", healthy = 0 }
+smoke = [{ status = 200 }]
+instance = 2
+
+[env.staging]
+listen = "localhost"
+strategy = "yolo"
+rollback_when = ["cpu > 5%"]
+apps = ["web"]
+"#;
+        let errs = Config::parse(bad, "conf/rollgate.toml").unwrap_err();
+        let shown = errs.to_string();
+        for needle in [
+            "conf/rollgate.toml: server.contrl: unknown key",
+            "app.api.instance: unknown key",
+            "app.api.health.interval: expected a duration",
+            "app.api.health.healthy: expected a whole number from 1 to 100, got 0",
+            "app.api.smoke[0].path: expected the path",
+            "env.staging.listen: expected an IP address and port",
+            "env.staging.strategy: expected \"blue-green\"",
+            "env.staging.rollback_when[0]: unknown metric",
+            "env.staging.apps: unknown app \"web\"",
+        ] {
+            assert!(shown.contains(needle), "missing {needle:?} in:\n{shown}");
+        }
+        assert_eq!(errs.0.len(), 9, "{shown}");
+    }
+
+    #[test]
+    fn syntax_errors_name_line_and_column() {
+        let errs = Config::parse("[app.api]\nrun = \n", "r.toml").unwrap_err();
+        assert_eq!(errs.0.len(), 1);
+        assert!(errs.0[0].key.starts_with("line 2"), "{:?}", errs.0[0]);
+        assert!(errs.0[0].to_string().starts_with("r.toml: line 2"));
+    }
+
+    #[test]
+    fn empty_file_asks_for_apps_and_envs() {
+        let errs = Config::parse("", "r.toml").unwrap_err();
+        assert_eq!(errs.0.len(), 2);
+    }
+
+    #[test]
+    fn clashing_addresses_and_routes_are_errors() {
+        let text = r#"
+[app.a]
+run = "x"
+[app.b]
+run = "y"
+[env.one]
+listen = "127.0.0.1:9000"
+[env.two]
+listen = "127.0.0.1:9000"
+"#;
+        let shown = Config::parse(text, "r.toml").unwrap_err().to_string();
+        assert!(shown.contains("env.two.listen: address 127.0.0.1:9000 is already used by env.one.listen"), "{shown}");
+        assert!(shown.contains("app.b.path_prefix"), "{shown}");
+    }
+
+    #[test]
+    fn workdir_must_stay_inside_the_artifact() {
+        let text = "[app.a]\nrun = \"x\"\nworkdir = \"../etc\"\n[env.e]\nlisten = \"127.0.0.1:0\"\n";
+        let shown = Config::parse(text, "r.toml").unwrap_err().to_string();
+        assert!(shown.contains("app.a.workdir"), "{shown}");
+    }
+}
