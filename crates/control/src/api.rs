@@ -1,0 +1,148 @@
+//! The control API: HTTP JSON on loopback, every route but `/v1/healthz` behind the bearer
+//! token. The CLI is a client of exactly these routes.
+//!
+//! | method | path | does |
+//! |---|---|---|
+//! | GET | `/v1/healthz` | liveness, no token |
+//! | GET | `/v1/status?app=&env=` | aliases, traffic, versions, instances, rollouts |
+//! | POST | `/v1/deploy` | `{app, env, artifact, label?, vars?}` → 202 with the rollout id |
+//! | GET | `/v1/rollouts/{id}` | one rollout with its events |
+//! | POST | `/v1/rollback` | `{app, env}`: live back to blue (or cancel the running rollout) |
+//! | GET | `/v1/history?app=&env=&limit=` | rollouts with events, newest first |
+//! | GET | `/v1/logs?app=&env=&version=&lines=` | instance log tails |
+//! | GET | `/v1/audit?app=&env=&limit=` | audit entries, newest first |
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use rollgate_store::Filter;
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use crate::controller::{Controller, DeployRequest, rfc3339};
+use crate::error::ApiError;
+
+#[derive(Clone)]
+struct AppState {
+    controller: Arc<Controller>,
+    token: Arc<String>,
+}
+
+/// The router of the control API.
+pub fn router(controller: Arc<Controller>, token: String) -> Router {
+    let state = AppState { controller, token: Arc::new(token) };
+    let protected = Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/deploy", post(deploy))
+        .route("/v1/rollouts/{id}", get(rollout))
+        .route("/v1/rollback", post(rollback))
+        .route("/v1/history", get(history))
+        .route("/v1/logs", get(logs))
+        .route("/v1/audit", get(audit))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/v1/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .merge(protected)
+        .fallback(|| async { ApiError::NotFound("no such API route".to_string()) })
+        .with_state(state)
+}
+
+async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let presented = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Constant-time: the comparison must not tell how much of a guess was right.
+    if bool::from(presented.as_bytes().ct_eq(state.token.as_bytes())) {
+        next.run(req).await
+    } else {
+        ApiError::Unauthorized.into_response()
+    }
+}
+
+/// Who is acting: the CLI sends its user in `X-Rollgate-Actor`.
+fn actor(headers: &HeaderMap) -> String {
+    headers
+        .get("x-rollgate-actor")
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().filter(|c| c.is_ascii_graphic()).take(64).collect::<String>())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "api".to_string())
+}
+
+#[derive(Deserialize)]
+struct AppEnvQuery {
+    app: Option<String>,
+    env: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn status(State(s): State<AppState>, Query(q): Query<AppEnvQuery>) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(s.controller.status(q.app.as_deref(), q.env.as_deref())?))
+}
+
+async fn deploy(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<DeployRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let accepted = s.controller.deploy(req, &actor(&headers)).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!(accepted))))
+}
+
+async fn rollout(State(s): State<AppState>, Path(id): Path<u64>) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(s.controller.rollout_detail(id)?))
+}
+
+#[derive(Deserialize)]
+struct RollbackRequest {
+    app: String,
+    env: String,
+}
+
+async fn rollback(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<RollbackRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    Ok(Json(s.controller.rollback(&req.app, &req.env, &actor(&headers)).await?))
+}
+
+async fn history(State(s): State<AppState>, Query(q): Query<AppEnvQuery>) -> Result<Json<serde_json::Value>, ApiError> {
+    let filter = Filter { app: q.app, env: q.env, limit: q.limit };
+    Ok(Json(s.controller.history(&filter)?))
+}
+
+#[derive(Deserialize)]
+struct LogsQuery {
+    app: String,
+    env: String,
+    version: Option<u64>,
+    lines: Option<usize>,
+}
+
+async fn logs(State(s): State<AppState>, Query(q): Query<LogsQuery>) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(s.controller.logs(&q.app, &q.env, q.version, q.lines.unwrap_or(100).min(10_000))?))
+}
+
+async fn audit(State(s): State<AppState>, Query(q): Query<AppEnvQuery>) -> Result<Json<serde_json::Value>, ApiError> {
+    let filter = Filter { app: q.app, env: q.env, limit: q.limit };
+    let entries: Vec<_> = s
+        .controller
+        .store()
+        .audit(&filter)?
+        .into_iter()
+        .map(|a| json!({ "at": rfc3339(a.at), "actor": a.actor, "action": a.action, "app": a.app, "env": a.env, "detail": a.detail }))
+        .collect();
+    Ok(Json(json!({ "audit": entries })))
+}

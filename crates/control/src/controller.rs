@@ -1,0 +1,896 @@
+//! The controller: drives each rollout through the pure state machine of `rollgate-core`,
+//! persisting every transition before carrying out its actions; owns the running instances
+//! of every version; keeps each environment's routing table in step with the aliases and the
+//! instances' health; and resolves rollouts interrupted by a crash when it starts.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rollgate_core::config::{AppConfig, EnvConfig};
+use rollgate_core::{Action, Alias, Config, Event, Phase, Rollout, RuleVerdict, Timestamp, TrafficStats};
+use rollgate_gateway::{AppRoute, Backend, Metrics, RouteHandle, RouteTable, Upstream};
+use rollgate_runtime::{HealthProbe, InstanceHandle, InstanceSpec, InstanceStatus, ProcessDriver, RestartPolicy};
+use rollgate_store::{AliasSet, AuditEntry, EventRecord, Filter, NewDeploy, Store, StoreError, Transition};
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::artifacts::ArtifactStore;
+use crate::error::ApiError;
+use crate::smoke::{self, CheckClient};
+
+/// How long a rollout's lock holds without renewal; renewed every [`LEASE_RENEW`].
+pub const LEASE: Duration = Duration::from_secs(30);
+const LEASE_RENEW: Duration = Duration::from_secs(10);
+/// How often the monitor judges live traffic.
+const MONITOR_TICK: Duration = Duration::from_secs(1);
+/// How often routing tables are recomputed from instance health.
+const ROUTE_REFRESH: Duration = Duration::from_millis(250);
+
+/// The current time as a [`Timestamp`].
+pub fn now() -> Timestamp {
+    Timestamp(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
+}
+
+/// RFC 3339 text of a timestamp, for people and JSON.
+pub fn rfc3339(t: Timestamp) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(t.0)).to_string()
+}
+
+/// The routing and metrics handles of one environment's gateway.
+#[derive(Clone)]
+pub struct EnvGateway {
+    pub addr: SocketAddr,
+    pub routes: RouteHandle,
+    pub metrics: Metrics,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct VersionKey {
+    app: String,
+    env: String,
+    version: u64,
+}
+
+/// A deploy request from the API.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct DeployRequest {
+    pub app: String,
+    pub env: String,
+    /// Path of a file or directory on the server's machine.
+    pub artifact: String,
+    #[serde(default)]
+    pub label: Option<String>,
+    /// Environment variables for this version only.
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+}
+
+/// What a deploy request started.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeployAccepted {
+    pub rollout_id: u64,
+    pub app: String,
+    pub env: String,
+    pub version: u64,
+    pub digest: String,
+}
+
+/// The controller. One per control plane.
+pub struct Controller {
+    config: Arc<Config>,
+    store: Arc<dyn Store>,
+    driver: Arc<ProcessDriver>,
+    artifacts: ArtifactStore,
+    logs_dir: PathBuf,
+    gateways: BTreeMap<String, EnvGateway>,
+    instances: Mutex<BTreeMap<VersionKey, Vec<InstanceHandle>>>,
+    /// Cancel switches of the rollouts being driven: `Some(actor)` cancels.
+    active: Mutex<HashMap<u64, watch::Sender<Option<String>>>>,
+    applied: Mutex<HashMap<String, Vec<(String, u64, Vec<String>)>>>,
+    check: CheckClient,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Nothing holding these locks can leave the data half-changed, so poisoning is ignored.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Controller {
+    pub fn new(
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+        driver: Arc<ProcessDriver>,
+        artifacts: ArtifactStore,
+        logs_dir: PathBuf,
+        gateways: BTreeMap<String, EnvGateway>,
+    ) -> Arc<Controller> {
+        Arc::new(Controller {
+            config,
+            store,
+            driver,
+            artifacts,
+            logs_dir,
+            gateways,
+            instances: Mutex::new(BTreeMap::new()),
+            active: Mutex::new(HashMap::new()),
+            applied: Mutex::new(HashMap::new()),
+            check: smoke::check_client(),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn gateways(&self) -> &BTreeMap<String, EnvGateway> {
+        &self.gateways
+    }
+
+    fn app_env(&self, app: &str, env: &str) -> Result<(&AppConfig, &EnvConfig), ApiError> {
+        let env_c = self
+            .config
+            .envs
+            .get(env)
+            .ok_or_else(|| ApiError::NotFound(format!("environment {env:?} is not in the configuration")))?;
+        let app_c = self
+            .config
+            .apps
+            .get(app)
+            .ok_or_else(|| ApiError::NotFound(format!("app {app:?} is not in the configuration")))?;
+        if !env_c.apps.iter().any(|a| a == app) {
+            return Err(ApiError::BadRequest(format!("app {app:?} is not released in environment {env:?}")));
+        }
+        Ok((app_c, env_c))
+    }
+
+    // ---------------------------------------------------------------- startup
+
+    /// Brings the world back to the store's state after a start or a crash: starts the live
+    /// and blue versions, routes live, then resolves every interrupted rollout.
+    pub async fn recover(self: &Arc<Self>) -> Result<(), StoreError> {
+        let mut starts = Vec::new();
+        for (app, env, set) in self.store.all_aliases()? {
+            if self.app_env(&app, &env).is_err() {
+                tracing::warn!(%app, %env, "aliases exist for an app or environment no longer in the configuration; not started");
+                continue;
+            }
+            for v in [set.live, set.blue].into_iter().flatten() {
+                let this = Arc::clone(self);
+                let (app, env) = (app.clone(), env.clone());
+                starts.push(tokio::spawn(async move {
+                    if let Err(reason) = this.start_version(&app, &env, v).await {
+                        tracing::error!(%app, %env, version = v, %reason, "could not start a version at startup");
+                    }
+                }));
+            }
+        }
+        for s in starts {
+            let _ = s.await;
+        }
+        for env in self.gateways.keys() {
+            self.apply_routes(env);
+        }
+        for r in self.store.active_rollouts()? {
+            tracing::warn!(rollout = r.id, app = %r.app, env = %r.env, phase = %r.phase, "resolving a rollout interrupted by a restart");
+            self.advance(r, Event::Recovered).await;
+        }
+        Ok(())
+    }
+
+    /// Periodically recomputes routing tables so that instances that fail their health
+    /// check leave the table and come back when they recover.
+    pub async fn route_refresher(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(ROUTE_REFRESH);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            for env in self.gateways.keys() {
+                self.apply_routes(env);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- instances
+
+    fn instance_spec(&self, app: &AppConfig, env: &str, version: &rollgate_store::VersionRecord, index: u32) -> InstanceSpec {
+        let id = format!("{}.{env}.v{}.{index}", app.name, version.number);
+        let mut vars = app.env.clone();
+        vars.extend(version.vars.clone());
+        vars.insert("ROLLGATE_APP".into(), app.name.clone());
+        vars.insert("ROLLGATE_ENV".into(), env.to_string());
+        vars.insert("ROLLGATE_VERSION".into(), version.number.to_string());
+        vars.insert("ROLLGATE_DIGEST".into(), version.digest.clone());
+        vars.insert("ROLLGATE_INSTANCE".into(), id.clone());
+        if let Some(label) = &version.label {
+            vars.insert("ROLLGATE_LABEL".into(), label.clone());
+        }
+        InstanceSpec {
+            command: app.run.clone(),
+            workdir: self.artifacts.path_of(&version.digest).join(&app.workdir),
+            env: vars,
+            port: None,
+            log_path: self.logs_dir.join(&app.name).join(env).join(format!("v{}.{index}.log", version.number)),
+            stop_grace: app.stop_grace,
+            health: Some(HealthProbe {
+                path: app.health.path.clone(),
+                interval: app.health.interval,
+                timeout: app.health.timeout,
+                healthy_threshold: app.health.healthy,
+                unhealthy_threshold: app.health.unhealthy,
+            }),
+            restart: RestartPolicy { enabled: true, ..RestartPolicy::default() },
+            id,
+        }
+    }
+
+    /// Starts a version's instances (unless they run) and waits until all are healthy. On
+    /// failure the instances are stopped and the reason returned.
+    async fn start_version(&self, app: &str, env: &str, version: u64) -> Result<(), String> {
+        let key = VersionKey { app: app.to_string(), env: env.to_string(), version };
+        let (app_c, _) = self.app_env(app, env).map_err(|e| e.to_string())?;
+        let existing = lock(&self.instances).get(&key).cloned();
+        let handles = match existing {
+            Some(h) => h,
+            None => {
+                let record = self.store.version(app, env, version).map_err(|e| e.to_string())?;
+                if !self.artifacts.path_of(&record.digest).is_dir() {
+                    return Err(format!("the artifact {} of v{version} is missing from the data directory", record.digest));
+                }
+                let mut handles = Vec::new();
+                for i in 0..app_c.instances {
+                    match self.driver.start(self.instance_spec(app_c, env, &record, i)).await {
+                        Ok(h) => handles.push(h),
+                        Err(e) => {
+                            for h in &handles {
+                                let _ = h.stop().await;
+                            }
+                            return Err(format!("could not start instance {i}: {e}"));
+                        }
+                    }
+                }
+                lock(&self.instances).insert(key.clone(), handles.clone());
+                handles
+            }
+        };
+        let deadline = app_c.health.deadline;
+        let mut waits = tokio::task::JoinSet::new();
+        for h in handles {
+            waits.spawn(async move { h.wait_healthy(deadline).await.map_err(|e| format!("{}: {e}", h.id())) });
+        }
+        let mut failure = None;
+        while let Some(res) = waits.join_next().await {
+            match res {
+                Ok(Ok(())) => {}
+                Ok(Err(reason)) => {
+                    failure.get_or_insert(reason);
+                }
+                Err(e) => {
+                    failure.get_or_insert(format!("health wait crashed: {e}"));
+                }
+            }
+        }
+        if let Some(reason) = failure {
+            self.stop_version(app, env, version).await;
+            return Err(reason);
+        }
+        Ok(())
+    }
+
+    /// Drains and stops a version's instances (no-op if none run). Routing must already
+    /// exclude the version.
+    async fn stop_version(&self, app: &str, env: &str, version: u64) {
+        let key = VersionKey { app: app.to_string(), env: env.to_string(), version };
+        let Some(handles) = lock(&self.instances).remove(&key) else {
+            return;
+        };
+        self.apply_routes(env);
+        let grace = self.config.apps.get(app).map_or(Duration::from_secs(10), |a| a.stop_grace);
+        if let Some(gw) = self.gateways.get(env) {
+            let ids: Vec<String> = handles.iter().map(|h| h.id().to_string()).collect();
+            if !gw.routes.drain(&ids, grace).await {
+                tracing::warn!(%app, %env, version, "requests still in flight after the drain grace; stopping anyway");
+            }
+        }
+        for h in handles {
+            if let Err(e) = h.stop().await {
+                tracing::warn!(instance = h.id(), error = %e, "stopping an instance failed");
+            }
+        }
+        tracing::info!(%app, %env, version, "stopped v{version}");
+    }
+
+    /// Stops every instance (server shutdown).
+    pub async fn stop_all(&self) {
+        let all: Vec<_> = std::mem::take(&mut *lock(&self.instances)).into_values().flatten().collect();
+        for h in all {
+            let _ = h.stop().await;
+        }
+        self.driver.stop_all().await;
+    }
+
+    fn healthy_upstreams(&self, key: &VersionKey) -> Vec<Upstream> {
+        let map = lock(&self.instances);
+        let Some(handles) = map.get(key) else { return Vec::new() };
+        let all: Vec<Upstream> = handles.iter().map(|h| Upstream { id: h.id().to_string(), addr: h.addr() }).collect();
+        let healthy: Vec<Upstream> = handles
+            .iter()
+            .filter(|h| h.status() == InstanceStatus::Healthy)
+            .map(|h| Upstream { id: h.id().to_string(), addr: h.addr() })
+            .collect();
+        // With no healthy instance, sending traffic to the ones that exist beats a certain 503.
+        if healthy.is_empty() { all } else { healthy }
+    }
+
+    /// Recomputes an environment's routing table from the aliases and instance health, and
+    /// swaps it in if it changed.
+    pub fn apply_routes(&self, env: &str) {
+        let (Some(gw), Some(env_c)) = (self.gateways.get(env), self.config.envs.get(env)) else {
+            return;
+        };
+        let mut apps = Vec::new();
+        let mut signature = Vec::new();
+        for app in self.config.apps_in(env_c) {
+            let live = match self.store.aliases(&app.name, env) {
+                Ok(set) => set.live,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read aliases; routing unchanged");
+                    return;
+                }
+            };
+            let mut backends = Vec::new();
+            if let Some(v) = live {
+                let key = VersionKey { app: app.name.clone(), env: env.to_string(), version: v };
+                let instances = self.healthy_upstreams(&key);
+                signature.push((app.name.clone(), v, instances.iter().map(|u| u.id.clone()).collect()));
+                backends.push(Backend { version: v, weight: 1000, instances });
+            }
+            apps.push(AppRoute {
+                app: app.name.clone(),
+                hosts: app.hosts.clone(),
+                path_prefix: app.path_prefix.clone(),
+                backends,
+            });
+        }
+        let mut applied = lock(&self.applied);
+        if applied.get(env) != Some(&signature) {
+            gw.routes.set(RouteTable { apps });
+            tracing::info!(%env, routes = ?signature, "routing table swapped");
+            applied.insert(env.to_string(), signature);
+        }
+    }
+
+    // ---------------------------------------------------------------- deploy
+
+    /// Imports the artifact, creates the version and its rollout, and starts driving it.
+    pub async fn deploy(self: &Arc<Self>, req: DeployRequest, actor: &str) -> Result<DeployAccepted, ApiError> {
+        let (_, env_c) = self.app_env(&req.app, &req.env)?;
+        if let Some(r) = self.store.active_rollouts()?.into_iter().find(|r| r.app == req.app && r.env == req.env) {
+            return Err(ApiError::Locked(format!(
+                "{}/{} is locked by rollout #{} (v{} by {}, {})",
+                r.app, r.env, r.id, r.version, r.actor, r.phase
+            )));
+        }
+        for k in req.vars.keys() {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                return Err(ApiError::BadRequest(format!("invalid environment variable name {k:?}")));
+            }
+        }
+        let path = PathBuf::from(&req.artifact);
+        if !path.is_absolute() {
+            return Err(ApiError::BadRequest(format!("the artifact path must be absolute, got {:?}", req.artifact)));
+        }
+        let artifacts = self.artifacts.clone();
+        let artifact = tokio::task::spawn_blocking(move || artifacts.import(&path))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| ApiError::Artifact(e.to_string()))?;
+        let (version, rollout) = self.store.create_deploy(
+            &NewDeploy {
+                app: req.app.clone(),
+                env: req.env.clone(),
+                digest: artifact.digest.clone(),
+                label: req.label.clone(),
+                vars: req.vars.clone(),
+                actor: actor.to_string(),
+                strategy: "blue-green".to_string(),
+                monitor: env_c.monitor,
+                lease: LEASE,
+            },
+            now(),
+        )?;
+        tracing::info!(app = %req.app, env = %req.env, version = version.number, rollout = rollout.id, digest = %artifact.digest, %actor, "deploy started");
+        let accepted = DeployAccepted {
+            rollout_id: rollout.id,
+            app: req.app,
+            env: req.env,
+            version: version.number,
+            digest: artifact.digest,
+        };
+        let actions = vec![Action::StartVersion { version: rollout.version }];
+        self.spawn_drive(rollout, actions);
+        Ok(accepted)
+    }
+
+    fn spawn_drive(self: &Arc<Self>, rollout: Rollout, actions: Vec<Action>) {
+        let (tx, rx) = watch::channel(None);
+        lock(&self.active).insert(rollout.id, tx);
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let id = rollout.id;
+            this.drive(rollout, actions, rx).await;
+            lock(&this.active).remove(&id);
+        });
+    }
+
+    /// Applies an event outside the drive loop (recovery), then drives what follows.
+    async fn advance(self: &Arc<Self>, r: Rollout, event: Event) {
+        match self.transition(&r, &event, None).await {
+            Ok((next, actions)) => {
+                if next.phase.is_terminal() {
+                    let (tx, rx) = watch::channel(None);
+                    drop(tx);
+                    self.drive(next, actions, rx).await;
+                } else {
+                    self.spawn_drive(next, actions);
+                }
+            }
+            Err(e) => tracing::error!(rollout = r.id, error = %e, "cannot resolve the rollout"),
+        }
+    }
+
+    /// Persists a transition (rollout, event, aliases, lock, audit in one transaction).
+    async fn transition(
+        &self,
+        r: &Rollout,
+        event: &Event,
+        data: Option<serde_json::Value>,
+    ) -> Result<(Rollout, Vec<Action>), String> {
+        let at = now();
+        let (next, actions) = r.next(event, at).map_err(|e| e.to_string())?;
+        let aliases: Vec<(Alias, Option<u64>)> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::SetAlias { alias, version } => Some((*alias, *version)),
+                _ => None,
+            })
+            .collect();
+        let (kind, message) = describe(&next, event);
+        let audit = next.phase.is_terminal().then(|| AuditEntry {
+            at,
+            actor: match event {
+                Event::Cancel { by } => by.clone(),
+                _ => "rollgate".to_string(),
+            },
+            action: format!("rollout_{}", next.phase.as_str()),
+            app: Some(next.app.clone()),
+            env: Some(next.env.clone()),
+            detail: format!("rollout #{} of v{}: {}", next.id, next.version, next.reason.clone().unwrap_or_default()),
+        });
+        let record = EventRecord { rollout_id: next.id, at, phase: next.phase.as_str().to_string(), kind, message, data };
+        let t = Transition { rollout: &next, event: record, aliases, audit };
+        self.store.apply(&t).map_err(|e| e.to_string())?;
+        tracing::info!(rollout = next.id, app = %next.app, env = %next.env, version = next.version, phase = %next.phase, reason = next.reason.as_deref().unwrap_or(""), "rollout {}", t.event.kind);
+        Ok((next, actions))
+    }
+
+    /// Carries out a rollout's actions, turning their results into events, until it ends.
+    async fn drive(self: &Arc<Self>, mut rollout: Rollout, mut actions: Vec<Action>, mut cancel: watch::Receiver<Option<String>>) {
+        let renew = {
+            let this = Arc::clone(self);
+            let (app, env, id) = (rollout.app.clone(), rollout.env.clone(), rollout.id);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(LEASE_RENEW).await;
+                    if let Err(e) = this.store.renew_lock(&app, &env, id, now().after(LEASE)) {
+                        tracing::debug!(rollout = id, error = %e, "lock renewal stopped");
+                        break;
+                    }
+                }
+            })
+        };
+        loop {
+            let mut next_event: Option<(Event, Option<serde_json::Value>)> = None;
+            for action in std::mem::take(&mut actions) {
+                let outcome = self.execute(&rollout, &action, &mut cancel).await;
+                if outcome.is_some() {
+                    next_event = outcome;
+                }
+            }
+            if rollout.phase == Phase::Shifting && next_event.is_none() {
+                next_event = Some((Event::Switched, None));
+            }
+            let Some((event, data)) = next_event else { break };
+            match self.transition(&rollout, &event, data).await {
+                Ok((next, a)) => {
+                    rollout = next;
+                    actions = a;
+                }
+                Err(e) => {
+                    tracing::error!(rollout = rollout.id, error = %e, "rollout transition failed; it will be resolved at the next start");
+                    break;
+                }
+            }
+            if rollout.phase.is_terminal() && actions.is_empty() {
+                break;
+            }
+        }
+        renew.abort();
+    }
+
+    /// Executes one action; returns the event it produced, if any.
+    async fn execute(
+        &self,
+        r: &Rollout,
+        action: &Action,
+        cancel: &mut watch::Receiver<Option<String>>,
+    ) -> Option<(Event, Option<serde_json::Value>)> {
+        match action {
+            Action::SetAlias { .. } => None,
+            Action::Route => {
+                self.apply_routes(&r.env);
+                None
+            }
+            Action::StopVersion { version } => {
+                self.stop_version(&r.app, &r.env, *version).await;
+                None
+            }
+            Action::StartVersion { version } => {
+                let start = self.start_version(&r.app, &r.env, *version);
+                tokio::select! {
+                    res = start => Some(match res {
+                        Ok(()) => (Event::InstancesHealthy, Some(json!({ "instances": self.instance_addrs(&r.app, &r.env, *version) }))),
+                        Err(reason) => (Event::InstancesFailed { reason }, None),
+                    }),
+                    by = cancelled(cancel) => Some((Event::Cancel { by }, None)),
+                }
+            }
+            Action::RunSmoke { version } => {
+                let tests = self.config.apps.get(&r.app).map(|a| a.smoke.clone()).unwrap_or_default();
+                let instances = self.instance_addrs(&r.app, &r.env, *version);
+                tokio::select! {
+                    res = smoke::run(&self.check, &tests, &instances) => Some(match res {
+                        Ok(results) => (Event::SmokePassed, Some(json!({ "results": results }))),
+                        Err((reason, results)) => (Event::SmokeFailed { reason }, Some(json!({ "results": results }))),
+                    }),
+                    by = cancelled(cancel) => Some((Event::Cancel { by }, None)),
+                }
+            }
+            Action::Monitor { until } => Some(self.monitor(r, *until, cancel).await),
+        }
+    }
+
+    fn instance_addrs(&self, app: &str, env: &str, version: u64) -> Vec<(String, SocketAddr)> {
+        let key = VersionKey { app: app.to_string(), env: env.to_string(), version };
+        lock(&self.instances)
+            .get(&key)
+            .map(|hs| hs.iter().map(|h| (h.id().to_string(), h.addr())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Watches the promoted version until `until`: its instances' health and the rules over
+    /// the traffic the gateway saw.
+    async fn monitor(
+        &self,
+        r: &Rollout,
+        until: Timestamp,
+        cancel: &mut watch::Receiver<Option<String>>,
+    ) -> (Event, Option<serde_json::Value>) {
+        let Some(env_c) = self.config.envs.get(&r.env) else {
+            return (Event::MonitorElapsed, None);
+        };
+        let key = VersionKey { app: r.app.clone(), env: r.env.clone(), version: r.version };
+        let mut tick = tokio::time::interval(MONITOR_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last: Vec<RuleVerdict> = Vec::new();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                by = cancelled(cancel) => return (Event::Cancel { by }, Some(json!({ "verdicts": last }))),
+            }
+            let handles = lock(&self.instances).get(&key).cloned().unwrap_or_default();
+            if handles.is_empty() {
+                return (
+                    Event::MonitorFailed { reason: format!("v{} has no running instance", r.version) },
+                    None,
+                );
+            }
+            for h in &handles {
+                match h.status() {
+                    InstanceStatus::Healthy | InstanceStatus::Starting => {}
+                    other => {
+                        let reason = format!("instance {} is {}", h.id(), describe_status(&other));
+                        return (Event::MonitorFailed { reason }, Some(json!({ "instance": h.id(), "status": other })));
+                    }
+                }
+            }
+            last = self.judge(env_c, &r.app, r.version);
+            if let Some(fail) = last.iter().find(|v| v.is_fail()) {
+                return (Event::MonitorFailed { reason: fail.to_string() }, Some(json!({ "verdicts": last })));
+            }
+            if now() >= until {
+                return (Event::MonitorElapsed, Some(json!({ "verdicts": last })));
+            }
+        }
+    }
+
+    fn judge(&self, env_c: &EnvConfig, app: &str, version: u64) -> Vec<RuleVerdict> {
+        let Some(gw) = self.gateways.get(&env_c.name) else { return Vec::new() };
+        env_c
+            .rollback_when
+            .iter()
+            .map(|rule| {
+                let w = gw.metrics.window(app, version, rule.window);
+                let stats = TrafficStats {
+                    requests: w.requests,
+                    errors_5xx: w.status_5xx,
+                    p50_ms: w.p50_ms,
+                    p95_ms: w.p95_ms,
+                    p99_ms: w.p99_ms,
+                };
+                rule.judge(&stats, env_c.min_requests)
+            })
+            .collect()
+    }
+
+    // ---------------------------------------------------------------- rollback
+
+    /// Puts `live` back on `blue`. During a rollout this cancels it (an abort before the
+    /// switch, a rollback after it) and waits for the outcome.
+    pub async fn rollback(self: &Arc<Self>, app: &str, env: &str, actor: &str) -> Result<serde_json::Value, ApiError> {
+        self.app_env(app, env)?;
+        if let Some(r) = self.store.active_rollouts()?.into_iter().find(|r| r.app == app && r.env == env) {
+            let sender = lock(&self.active).get(&r.id).cloned();
+            let Some(sender) = sender else {
+                return Err(ApiError::Conflict(format!("rollout #{} is being resolved; try again in a moment", r.id)));
+            };
+            let _ = sender.send(Some(actor.to_string()));
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let current = self.store.rollout(r.id)?;
+                if current.phase.is_terminal() {
+                    let aliases = self.store.aliases(app, env)?;
+                    return Ok(json!({ "rollout": current, "aliases": aliases }));
+                }
+                if tokio::time::Instant::now() > deadline {
+                    return Err(ApiError::Internal(format!("rollout #{} did not stop within 60s", r.id)));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let set = self.store.aliases(app, env)?;
+        let (Some(live), Some(blue)) = (set.live, set.blue) else {
+            return Err(ApiError::Conflict(format!(
+                "{app}/{env} has no blue version to roll back to (live is {})",
+                set.live.map_or_else(|| "nothing".to_string(), |v| format!("v{v}"))
+            )));
+        };
+        // Blue should be warm; if it is not (e.g. it failed at startup), start it first so the
+        // switch never lands on nothing.
+        if let Err(reason) = self.start_version(app, env, blue).await {
+            return Err(ApiError::Conflict(format!("blue v{blue} cannot serve: {reason}")));
+        }
+        let at = now();
+        let set = self.store.set_aliases(
+            app,
+            env,
+            &[(Alias::Live, Some(blue)), (Alias::Blue, None)],
+            &AuditEntry {
+                at,
+                actor: actor.to_string(),
+                action: "rollback".to_string(),
+                app: Some(app.to_string()),
+                env: Some(env.to_string()),
+                detail: format!("live v{live} -> v{blue}"),
+            },
+            at,
+        )?;
+        self.apply_routes(env);
+        tracing::info!(%app, %env, from = live, to = blue, %actor, "rolled back");
+        let this = Arc::clone(self);
+        let (a, e) = (app.to_string(), env.to_string());
+        tokio::spawn(async move { this.stop_version(&a, &e, live).await });
+        Ok(json!({ "rolled_back_from": live, "live": blue, "aliases": set }))
+    }
+
+    // ---------------------------------------------------------------- reads
+
+    /// Status of every (environment, app) matching the filter.
+    pub fn status(&self, app: Option<&str>, env: Option<&str>) -> Result<serde_json::Value, ApiError> {
+        let mut envs = Vec::new();
+        for env_c in self.config.envs.values() {
+            if env.is_some_and(|e| e != env_c.name) {
+                continue;
+            }
+            let gw = self.gateways.get(&env_c.name);
+            let mut apps = Vec::new();
+            for app_c in self.config.apps_in(env_c) {
+                if app.is_some_and(|a| a != app_c.name) {
+                    continue;
+                }
+                apps.push(self.app_status(app_c, env_c)?);
+            }
+            envs.push(json!({
+                "env": env_c.name,
+                "gateway": gw.map(|g| g.addr.to_string()),
+                "strategy": "blue-green",
+                "monitor_ms": u64::try_from(env_c.monitor.as_millis()).unwrap_or(u64::MAX),
+                "apps": apps,
+            }));
+        }
+        if envs.is_empty() {
+            return Err(ApiError::NotFound(format!("environment {:?} is not in the configuration", env.unwrap_or(""))));
+        }
+        Ok(json!({ "environments": envs }))
+    }
+
+    fn app_status(&self, app_c: &AppConfig, env_c: &EnvConfig) -> Result<serde_json::Value, ApiError> {
+        let (app, env) = (app_c.name.as_str(), env_c.name.as_str());
+        let aliases: AliasSet = self.store.aliases(app, env)?;
+        let versions = self.store.versions(app, env)?;
+        let active = self.store.active_rollouts()?.into_iter().find(|r| r.app == app && r.env == env);
+        let last = self.store.rollouts(&Filter { app: Some(app.into()), env: Some(env.into()), limit: Some(1) })?;
+        let traffic: Vec<_> = aliases.live.map(|v| json!({ "version": v, "weight_percent": 100.0 })).into_iter().collect();
+        let shown: Vec<_> = versions
+            .iter()
+            .rev()
+            .filter(|v| aliases.running().contains(&v.number) || versions.last().is_some_and(|l| l.number == v.number))
+            .map(|v| {
+                let names: Vec<&str> = Alias::ALL.iter().filter(|a| aliases.get(**a) == Some(v.number)).map(|a| a.as_str()).collect();
+                let key = VersionKey { app: app.into(), env: env.into(), version: v.number };
+                let instances: Vec<_> = lock(&self.instances)
+                    .get(&key)
+                    .map(|hs| {
+                        hs.iter()
+                            .map(|h| json!({ "id": h.id(), "addr": h.addr().to_string(), "status": h.status(), "pid": h.pid(), "restarts": h.restarts() }))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                json!({
+                    "number": v.number, "label": v.label, "digest": v.digest,
+                    "created_at": rfc3339(v.created_at), "created_by": v.created_by,
+                    "aliases": names, "instances": instances,
+                })
+            })
+            .collect();
+        Ok(json!({
+            "app": app,
+            "env": env,
+            "aliases": aliases,
+            "traffic": traffic,
+            "rollout": active.map(|r| rollout_json(&r)),
+            "last_rollout": last.first().map(rollout_json),
+            "versions": shown,
+            "versions_total": versions.len(),
+        }))
+    }
+
+    /// Rollouts matching the filter, newest first, each with its events.
+    pub fn history(&self, filter: &Filter) -> Result<serde_json::Value, ApiError> {
+        let mut out = Vec::new();
+        for r in self.store.rollouts(filter)? {
+            let mut j = rollout_json(&r);
+            if let Ok(v) = self.store.version(&r.app, &r.env, r.version) {
+                j["label"] = json!(v.label);
+                j["digest"] = json!(v.digest);
+            }
+            let events: Vec<_> = self
+                .store
+                .events(r.id)?
+                .into_iter()
+                .map(|e| json!({ "at": rfc3339(e.at), "phase": e.phase, "kind": e.kind, "message": e.message, "data": e.data }))
+                .collect();
+            j["events"] = json!(events);
+            out.push(j);
+        }
+        Ok(json!({ "rollouts": out }))
+    }
+
+    /// One rollout with its events.
+    pub fn rollout_detail(&self, id: u64) -> Result<serde_json::Value, ApiError> {
+        let r = self.store.rollout(id)?;
+        let mut j = rollout_json(&r);
+        let events: Vec<_> = self
+            .store
+            .events(id)?
+            .into_iter()
+            .map(|e| json!({ "at": rfc3339(e.at), "phase": e.phase, "kind": e.kind, "message": e.message, "data": e.data }))
+            .collect();
+        j["events"] = json!(events);
+        Ok(j)
+    }
+
+    /// The last lines of the log of each instance of a version (default: live).
+    pub fn logs(&self, app: &str, env: &str, version: Option<u64>, lines: usize) -> Result<serde_json::Value, ApiError> {
+        let (app_c, _) = self.app_env(app, env)?;
+        let v = match version {
+            Some(v) => v,
+            None => self
+                .store
+                .aliases(app, env)?
+                .live
+                .ok_or_else(|| ApiError::NotFound(format!("{app}/{env} has no live version")))?,
+        };
+        self.store.version(app, env, v)?;
+        let mut out = Vec::new();
+        for i in 0..app_c.instances {
+            let path = self.logs_dir.join(app).join(env).join(format!("v{v}.{i}.log"));
+            let tail = rollgate_runtime::log_tail(&path, lines).unwrap_or_default();
+            out.push(json!({ "instance": format!("{app}.{env}.v{v}.{i}"), "path": path.display().to_string(), "lines": tail }));
+        }
+        Ok(json!({ "app": app, "env": env, "version": v, "instances": out }))
+    }
+}
+
+/// Waits until the cancel switch is set; returns who set it. Never returns if the sender is gone.
+async fn cancelled(rx: &mut watch::Receiver<Option<String>>) -> String {
+    loop {
+        if let Some(by) = rx.borrow_and_update().clone() {
+            return by;
+        }
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+fn describe_status(s: &InstanceStatus) -> String {
+    match s {
+        InstanceStatus::Starting => "starting".to_string(),
+        InstanceStatus::Healthy => "healthy".to_string(),
+        InstanceStatus::Unhealthy { reason } => format!("unhealthy ({reason})"),
+        InstanceStatus::Restarting { exit, restarts, .. } => format!("restarting after {exit} (restart {restarts})"),
+        InstanceStatus::Exited { exit } => format!("exited ({exit})"),
+        InstanceStatus::Stopped => "stopped".to_string(),
+    }
+}
+
+/// The event's stable kind and a sentence for people.
+fn describe(next: &Rollout, event: &Event) -> (String, String) {
+    let v = next.version;
+    let (kind, msg) = match event {
+        Event::InstancesHealthy => ("instances_healthy", format!("v{v} is healthy")),
+        Event::InstancesFailed { reason } => ("instances_failed", format!("v{v} did not become healthy: {reason}")),
+        Event::SmokePassed => ("smoke_passed", format!("v{v} passed its smoke tests")),
+        Event::SmokeFailed { reason } => ("smoke_failed", format!("v{v} failed a smoke test: {reason}")),
+        Event::Switched => (
+            "switched",
+            format!("live switched to v{v}; monitoring until {}", next.monitor_until.map(rfc3339).unwrap_or_default()),
+        ),
+        Event::MonitorFailed { reason } => ("monitor_failed", format!("v{v} failed while monitored: {reason}")),
+        Event::MonitorElapsed => ("monitor_passed", format!("v{v} passed its monitor window")),
+        Event::Cancel { by } => ("cancelled", format!("cancelled by {by}")),
+        Event::Recovered => ("recovered", "the control plane restarted during this rollout".to_string()),
+    };
+    let msg = match (&next.reason, next.phase.is_terminal()) {
+        (Some(reason), true) => format!("{msg} — {}: {reason}", next.phase),
+        _ => msg,
+    };
+    (kind.to_string(), msg)
+}
+
+/// A rollout as the API shows it.
+pub fn rollout_json(r: &Rollout) -> serde_json::Value {
+    json!({
+        "id": r.id,
+        "app": r.app,
+        "env": r.env,
+        "version": r.version,
+        "from_version": r.from_version,
+        "strategy": r.strategy,
+        "phase": r.phase,
+        "outcome": r.phase.outcome(),
+        "reason": r.reason,
+        "actor": r.actor,
+        "started_at": rfc3339(r.started_at),
+        "finished_at": r.finished_at.map(rfc3339),
+        "monitor_until": r.monitor_until.map(rfc3339),
+    })
+}

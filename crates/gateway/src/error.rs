@@ -1,0 +1,175 @@
+//! Gateway errors: [`GatewayError`] for starting and running a listener, and [`ProxyError`]
+//! for the answers the gateway itself gives to a request, with the one table that maps each
+//! to an HTTP status and a stable code.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use http::StatusCode;
+
+/// Failure to start or run a gateway listener.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The listen address could not be bound (in use, not local, no permission).
+    #[error("gateway cannot listen on {addr}: {source}")]
+    Bind {
+        /// The configured listen address.
+        addr: SocketAddr,
+        /// The operating system's reason.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The access log file could not be opened for appending.
+    #[error("gateway cannot open access log {}: {source}", path.display())]
+    AccessLog {
+        /// The configured access log path.
+        path: PathBuf,
+        /// The operating system's reason.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Where the fault behind a gateway-produced answer lies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorSource {
+    /// The request cannot be served as sent.
+    Client,
+    /// The routing table has nothing for it.
+    Routing,
+    /// The chosen upstream failed.
+    Upstream,
+}
+
+/// An answer the gateway produces itself instead of forwarding the upstream's.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No app matches the request's host and path.
+    #[error("no route for this host and path")]
+    NoRoute,
+    /// The app matched but has no version with weight and instances.
+    #[error("app {app} has no upstream taking traffic")]
+    NoUpstream {
+        /// The matched app.
+        app: String,
+    },
+    /// The request body is larger than `max_body_bytes`.
+    #[error("request body exceeds {limit} bytes")]
+    BodyTooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// Reading the request body from the client failed.
+    #[error("reading the request body failed: {0}")]
+    ClientBody(String),
+    /// Every instance tried failed before answering.
+    #[error("upstream unavailable after {attempts} attempt(s): {reason}")]
+    UpstreamUnavailable {
+        /// Instances tried.
+        attempts: usize,
+        /// The last failure, for logs only.
+        reason: String,
+    },
+    /// The upstream did not send response headers within `upstream_timeout`.
+    #[error("upstream sent no response headers within {0:?}")]
+    UpstreamTimeout(std::time::Duration),
+}
+
+impl ProxyError {
+    /// The one table from error to HTTP status, stable code and fault source.
+    fn classify(&self) -> (StatusCode, &'static str, ErrorSource) {
+        use ErrorSource::{Client, Routing, Upstream};
+        match self {
+            Self::NoRoute => (StatusCode::NOT_FOUND, "no_route", Routing),
+            Self::NoUpstream { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no_upstream", Routing),
+            Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", Client),
+            Self::ClientBody(_) => (StatusCode::BAD_REQUEST, "bad_request_body", Client),
+            Self::UpstreamUnavailable { .. } => {
+                (StatusCode::BAD_GATEWAY, "upstream_unavailable", Upstream)
+            }
+            Self::UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", Upstream),
+        }
+    }
+
+    /// The HTTP status sent to the client.
+    pub fn status(&self) -> StatusCode {
+        self.classify().0
+    }
+
+    /// Stable machine-readable code, the `code` of the JSON body and the access log `error`.
+    pub fn code(&self) -> &'static str {
+        self.classify().1
+    }
+
+    /// Whose fault it is.
+    pub fn source_kind(&self) -> ErrorSource {
+        self.classify().2
+    }
+
+    /// True when the upstream failed and the answer counts as an upstream failure in metrics.
+    pub fn is_upstream_failure(&self) -> bool {
+        self.source_kind() == ErrorSource::Upstream
+    }
+
+    /// The message sent to the client. Server-side answers use fixed text so that addresses,
+    /// instance ids and OS errors never leave the gateway; the details go to the logs.
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::NoRoute => "no app is routed for this host and path".to_owned(),
+            Self::NoUpstream { .. } => "no instance is available for this app".to_owned(),
+            Self::BodyTooLarge { limit } => format!("request body exceeds {limit} bytes"),
+            Self::ClientBody(_) => "the request body could not be read".to_owned(),
+            Self::UpstreamUnavailable { .. } => "the upstream service is unavailable".to_owned(),
+            Self::UpstreamTimeout(_) => "the upstream service did not answer in time".to_owned(),
+        }
+    }
+
+    /// The JSON body `{"code": ..., "message": ...}` sent to the client.
+    pub fn body(&self) -> String {
+        serde_json::json!({ "code": self.code(), "message": self.public_message() }).to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_side_bodies_do_not_leak_details() {
+        let err = ProxyError::UpstreamUnavailable {
+            attempts: 2,
+            reason: "tcp connect error 10.0.0.7:8080: Connection refused".to_owned(),
+        };
+        assert_eq!(err.status(), StatusCode::BAD_GATEWAY);
+        let body: serde_json::Value = serde_json::from_str(&err.body()).expect("json");
+        assert_eq!(body["code"], "upstream_unavailable");
+        assert!(!err.body().contains("10.0.0.7"));
+        assert!(!err.body().contains("refused"));
+        let err = ProxyError::NoUpstream {
+            app: "secret-app".to_owned(),
+        };
+        assert!(!err.body().contains("secret-app"));
+    }
+
+    #[test]
+    fn status_table() {
+        let cases = [
+            (ProxyError::NoRoute, 404, "no_route"),
+            (
+                ProxyError::NoUpstream { app: "a".into() },
+                503,
+                "no_upstream",
+            ),
+            (ProxyError::BodyTooLarge { limit: 1 }, 413, "body_too_large"),
+            (
+                ProxyError::UpstreamTimeout(std::time::Duration::from_secs(1)),
+                504,
+                "upstream_timeout",
+            ),
+        ];
+        for (err, status, code) in cases {
+            assert_eq!(err.status().as_u16(), status);
+            assert_eq!(err.code(), code);
+        }
+    }
+}

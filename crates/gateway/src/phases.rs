@@ -1,0 +1,401 @@
+//! The request phases, in order, in one place: request id → route → proxy → record. Each phase
+//! may answer early with a [`ProxyError`]; [`handle`] is the only function that sequences them.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Request, Response, Uri, Version};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+
+use crate::access_log::AccessLog;
+use crate::config::GatewayConfig;
+use crate::error::ProxyError;
+use crate::metrics::Metrics;
+use crate::random;
+use crate::record::{Recorder, ResponseBody};
+use crate::routes::{RouteHandle, RouteMiss, Target};
+
+/// Header carrying the request id to the upstream and back to the client.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+/// Client-supplied ids longer than this are replaced, to keep logs and upstream headers sane.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// The pooled upstream client; request bodies are buffered, so each attempt sends a copy.
+pub(crate) type UpstreamClient = Client<HttpConnector, Full<Bytes>>;
+
+/// What every request of one gateway shares.
+pub(crate) struct Shared {
+    pub(crate) env: Arc<str>,
+    pub(crate) config: GatewayConfig,
+    pub(crate) routes: RouteHandle,
+    pub(crate) metrics: Metrics,
+    pub(crate) access_log: Option<AccessLog>,
+    pub(crate) client: UpstreamClient,
+}
+
+/// Runs one request through the phases. Never fails: every early answer is a response.
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    client: SocketAddr,
+    request: Request<Incoming>,
+) -> Response<ResponseBody> {
+    let started = Instant::now();
+    let (mut parts, body) = request.into_parts();
+
+    // 1. request id
+    let request_id = phase_request_id(&mut parts.headers);
+    let mut recorder = Recorder::start(
+        Arc::clone(&shared),
+        started,
+        request_id,
+        parts.method.clone(),
+        parts.uri.path(),
+        client.ip(),
+    );
+
+    // 2. route
+    let target = match phase_route(&shared.routes, &parts, &mut recorder) {
+        Ok(target) => target,
+        Err(err) => return answer(err, recorder),
+    };
+
+    // 3. proxy
+    let upstream =
+        match phase_proxy(&shared, parts, body, &target, client.ip(), &mut recorder).await {
+            Ok(response) => response,
+            Err(err) => return answer(err, recorder),
+        };
+
+    // 4. record (when the response body ends)
+    phase_record(upstream, recorder)
+}
+
+/// Keeps a sane client-supplied `X-Request-Id` (1..=128 visible ASCII characters) or makes a
+/// new 128-bit random one, and puts it on the request.
+fn phase_request_id(headers: &mut HeaderMap) -> String {
+    if let Some(id) = headers
+        .get(REQUEST_ID)
+        .and_then(|v| sane_request_id(v.as_bytes()))
+    {
+        return id;
+    }
+    let id = random::request_id();
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        headers.insert(REQUEST_ID, value);
+    }
+    id
+}
+
+fn sane_request_id(value: &[u8]) -> Option<String> {
+    let visible = value.iter().all(|b| (0x21..=0x7e).contains(b));
+    if value.is_empty() || value.len() > MAX_REQUEST_ID_LEN || !visible {
+        return None;
+    }
+    String::from_utf8(value.to_vec()).ok()
+}
+
+/// Picks app, version and first instance, and counts the request in flight on it.
+fn phase_route(
+    routes: &RouteHandle,
+    parts: &Parts,
+    recorder: &mut Recorder,
+) -> Result<Target, ProxyError> {
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| parts.uri.host());
+    match routes.route(host, parts.uri.path()) {
+        Ok((target, guard)) => {
+            recorder.app = Some(Arc::clone(&target.app));
+            recorder.version = Some(target.version);
+            recorder.instance = target.instances.first().map(|i| Arc::clone(&i.id));
+            recorder.in_flight = Some(guard);
+            Ok(target)
+        }
+        Err(RouteMiss::NoRoute) => Err(ProxyError::NoRoute),
+        Err(RouteMiss::NoUpstream(app)) => {
+            recorder.app = Some(Arc::clone(&app));
+            Err(ProxyError::NoUpstream {
+                app: app.to_string(),
+            })
+        }
+    }
+}
+
+/// Buffers the body, rewrites the headers, and forwards to the target's instances in order,
+/// moving on only when the request provably never reached an instance.
+async fn phase_proxy(
+    shared: &Shared,
+    mut parts: Parts,
+    body: Incoming,
+    target: &Target,
+    client: IpAddr,
+    recorder: &mut Recorder,
+) -> Result<Response<Incoming>, ProxyError> {
+    let body = buffer_body(body, &parts.headers, shared.config.max_body_bytes).await?;
+    strip_hop_by_hop(&mut parts.headers);
+    add_forwarded(&mut parts.headers, client);
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_owned();
+
+    let deadline = tokio::time::Instant::now() + shared.config.upstream_timeout;
+    let mut last_failure = String::new();
+    for (attempt, instance) in target.instances.iter().enumerate() {
+        if attempt > 0 {
+            // The previous instance is done with; count this one instead.
+            recorder.in_flight = Some(shared.routes.begin(&instance.id));
+            recorder.instance = Some(Arc::clone(&instance.id));
+        }
+        let uri = Uri::builder()
+            .scheme("http")
+            .authority(instance.addr.to_string())
+            .path_and_query(path_and_query.as_str())
+            .build()
+            .map_err(|err| ProxyError::UpstreamUnavailable {
+                attempts: attempt,
+                reason: format!("cannot build upstream uri: {err}"),
+            })?;
+        let mut request = Request::new(Full::new(body.clone()));
+        *request.method_mut() = parts.method.clone();
+        *request.uri_mut() = uri;
+        // HTTP/1.1 upstream keeps the pooled connection reusable even for HTTP/1.0 clients.
+        *request.version_mut() = Version::HTTP_11;
+        *request.headers_mut() = parts.headers.clone();
+
+        match tokio::time::timeout_at(deadline, shared.client.request(request)).await {
+            Err(_elapsed) => {
+                return Err(ProxyError::UpstreamTimeout(shared.config.upstream_timeout));
+            }
+            Ok(Ok(response)) => return Ok(response),
+            Ok(Err(err)) if never_sent(&err) => {
+                tracing::debug!(
+                    request_id = %recorder.request_id,
+                    instance = %instance.id,
+                    error = ?err,
+                    "upstream connect failed; trying the next instance"
+                );
+                last_failure = format!("{}: {err:?}", instance.id);
+            }
+            Ok(Err(err)) => {
+                return Err(ProxyError::UpstreamUnavailable {
+                    attempts: attempt + 1,
+                    reason: format!("{}: {err:?}", instance.id),
+                });
+            }
+        }
+    }
+    Err(ProxyError::UpstreamUnavailable {
+        attempts: target.instances.len(),
+        reason: last_failure,
+    })
+}
+
+/// Wraps the upstream response so that the record phase runs when its body ends.
+fn phase_record(upstream: Response<Incoming>, mut recorder: Recorder) -> Response<ResponseBody> {
+    let (mut parts, body) = upstream.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    set_request_id(&mut parts.headers, &recorder.request_id);
+    recorder.status = parts.status.as_u16();
+    Response::from_parts(parts, ResponseBody::upstream(body, recorder))
+}
+
+/// The gateway's own answer: status and JSON body from the error table.
+fn answer(err: ProxyError, mut recorder: Recorder) -> Response<ResponseBody> {
+    let status = err.status();
+    if status.is_server_error() {
+        tracing::warn!(
+            request_id = %recorder.request_id,
+            app = recorder.app.as_deref().unwrap_or("-"),
+            instance = recorder.instance.as_deref().unwrap_or("-"),
+            code = err.code(),
+            error = %err,
+            "gateway answered with an error"
+        );
+    }
+    recorder.status = status.as_u16();
+    recorder.error = Some(err.code());
+    recorder.upstream_failure = err.is_upstream_failure();
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    set_request_id(headers, &recorder.request_id);
+    let (parts, ()) = response.into_parts();
+    Response::from_parts(
+        parts,
+        ResponseBody::local(Bytes::from(err.body()), recorder),
+    )
+}
+
+fn set_request_id(headers: &mut HeaderMap, id: &str) {
+    if let Ok(value) = HeaderValue::from_str(id) {
+        headers.insert(REQUEST_ID, value);
+    }
+}
+
+/// Reads the whole request body, refusing early on a declared length over the limit.
+async fn buffer_body(
+    body: Incoming,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<Bytes, ProxyError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ProxyError::BodyTooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ProxyError::BodyTooLarge { limit })
+        }
+        Err(err) => Err(ProxyError::ClientBody(err.to_string())),
+    }
+}
+
+/// True when the request certainly did not reach the instance, so sending it elsewhere cannot
+/// run it twice: the connection failed (refused, timed out), or a pooled connection closed
+/// before the request went out.
+fn never_sent(err: &hyper_util::client::legacy::Error) -> bool {
+    if err.is_connect() {
+        return true;
+    }
+    std::error::Error::source(err)
+        .and_then(|source| source.downcast_ref::<hyper::Error>())
+        .is_some_and(hyper::Error::is_canceled)
+}
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1): `Connection` and every header it names,
+/// `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        KEEP_ALIVE,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+    let proxy: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("proxy-"))
+        .cloned()
+        .collect();
+    for name in proxy {
+        headers.remove(name);
+    }
+}
+
+/// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto: http`.
+fn add_forwarded(headers: &mut HeaderMap, client: IpAddr) {
+    let client = client.to_string();
+    let prior: Vec<&str> = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let chain = if prior.is_empty() {
+        client.clone()
+    } else {
+        format!("{}, {client}", prior.join(", "))
+    };
+    let value = HeaderValue::from_str(&chain)
+        .or_else(|_| HeaderValue::from_str(&client))
+        .ok();
+    if let Some(value) = value {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret"),
+        );
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("proxy-authorization", HeaderValue::from_static("basic x"));
+        headers.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        headers.insert(header::TRAILER, HeaderValue::from_static("x-sum"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(header::HOST, HeaderValue::from_static("example.com"));
+        headers.insert("x-kept", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut headers);
+        let left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert!(headers.contains_key(header::HOST));
+        assert!(headers.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn forwarded_for_appends_the_client() {
+        let mut headers = HeaderMap::new();
+        let client: IpAddr = [10, 0, 0, 9].into();
+        add_forwarded(&mut headers, client);
+        assert_eq!(headers[&X_FORWARDED_FOR], "10.0.0.9");
+        assert_eq!(headers[&X_FORWARDED_PROTO], "http");
+        headers.insert(X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
+        headers.append(X_FORWARDED_FOR, HeaderValue::from_static("5.6.7.8"));
+        add_forwarded(&mut headers, client);
+        assert_eq!(headers[&X_FORWARDED_FOR], "1.2.3.4, 5.6.7.8, 10.0.0.9");
+    }
+
+    #[test]
+    fn request_ids_are_kept_only_when_sane() {
+        assert_eq!(sane_request_id(b"abc-123").as_deref(), Some("abc-123"));
+        assert_eq!(sane_request_id(b""), None);
+        assert_eq!(sane_request_id(b"has space"), None);
+        assert_eq!(sane_request_id(&[b'a'; 129]), None);
+        assert!(sane_request_id(&[b'a'; 128]).is_some());
+        assert_eq!(sane_request_id("caf\u{e9}".as_bytes()), None);
+
+        let mut headers = HeaderMap::new();
+        headers.insert(REQUEST_ID, HeaderValue::from_static("bad id"));
+        let id = phase_request_id(&mut headers);
+        assert_eq!(id.len(), 32);
+        assert_eq!(headers[&REQUEST_ID], id.as_str());
+    }
+}

@@ -1,0 +1,202 @@
+//! The record phase: what is known about one request as it moves through the phases, and the
+//! response body wrapper that records it into the metrics and the access log when the body
+//! ends, fails, or is dropped because the client went away.
+
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use hyper::body::Incoming;
+
+use crate::access_log::Entry;
+use crate::metrics::Sample;
+use crate::phases::Shared;
+use crate::routes::InFlightGuard;
+
+/// Status recorded when the client goes away before any response was produced (nginx's
+/// "client closed request").
+pub(crate) const CLIENT_CLOSED: u16 = 499;
+
+/// Everything the record phase needs about one request. Recording happens exactly once: at
+/// the end of the response body, or on drop if the request is abandoned earlier.
+pub(crate) struct Recorder {
+    shared: Arc<Shared>,
+    started: Instant,
+    arrived: SystemTime,
+    pub(crate) request_id: String,
+    method: http::Method,
+    path: String,
+    client: IpAddr,
+    pub(crate) app: Option<Arc<str>>,
+    pub(crate) version: Option<u64>,
+    pub(crate) instance: Option<Arc<str>>,
+    pub(crate) status: u16,
+    /// Code of an answer the gateway produced itself.
+    pub(crate) error: Option<&'static str>,
+    pub(crate) upstream_failure: bool,
+    /// Keeps the chosen instance counted in flight until the response is over.
+    pub(crate) in_flight: Option<InFlightGuard>,
+    done: bool,
+}
+
+impl Recorder {
+    pub(crate) fn start(
+        shared: Arc<Shared>,
+        started: Instant,
+        request_id: String,
+        method: http::Method,
+        path: &str,
+        client: IpAddr,
+    ) -> Self {
+        Self {
+            shared,
+            started,
+            arrived: SystemTime::now(),
+            request_id,
+            method,
+            path: path.to_owned(),
+            client,
+            app: None,
+            version: None,
+            instance: None,
+            status: CLIENT_CLOSED,
+            error: None,
+            upstream_failure: false,
+            in_flight: None,
+            done: false,
+        }
+    }
+
+    fn finish(&mut self) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let latency = self.started.elapsed();
+        if let (Some(app), Some(version)) = (&self.app, self.version) {
+            self.shared.metrics.record(
+                app,
+                version,
+                Sample {
+                    status: self.status,
+                    latency,
+                    upstream_failure: self.upstream_failure,
+                },
+            );
+        }
+        if let Some(log) = &self.shared.access_log {
+            log.write(&Entry {
+                ts: humantime::format_rfc3339_millis(self.arrived).to_string(),
+                request_id: &self.request_id,
+                env: &self.shared.env,
+                app: self.app.as_deref(),
+                version: self.version,
+                instance: self.instance.as_deref(),
+                client: self.client.to_string(),
+                method: self.method.as_str(),
+                path: &self.path,
+                status: self.status,
+                duration_ms: latency.as_secs_f64() * 1000.0,
+                error: self.error,
+            });
+        }
+        self.in_flight = None;
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// Response body sent to clients: the upstream's body streamed through, or a body the gateway
+/// produced, either way recorded when it ends.
+pub(crate) struct ResponseBody {
+    inner: Inner,
+    recorder: Option<Recorder>,
+}
+
+enum Inner {
+    Upstream(Incoming),
+    Local(Full<Bytes>),
+}
+
+impl ResponseBody {
+    pub(crate) fn upstream(body: Incoming, recorder: Recorder) -> Self {
+        Self {
+            inner: Inner::Upstream(body),
+            recorder: Some(recorder),
+        }
+    }
+
+    pub(crate) fn local(body: Bytes, recorder: Recorder) -> Self {
+        Self {
+            inner: Inner::Local(Full::new(body)),
+            recorder: Some(recorder),
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(mut recorder) = self.recorder.take() {
+            recorder.finish();
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = match &mut this.inner {
+            Inner::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Inner::Local(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|result| result.map_err(|never| match never {}))),
+        };
+        match &polled {
+            Poll::Ready(None) => this.finish(),
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(recorder) = this.recorder.as_mut() {
+                    // The status line is already out; the log says why the body was cut short.
+                    recorder.error = Some("upstream_body_error");
+                }
+                this.finish();
+            }
+            Poll::Ready(Some(Ok(_))) | Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Upstream(body) => body.is_end_stream(),
+            Inner::Local(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Upstream(body) => body.size_hint(),
+            Inner::Local(body) => body.size_hint(),
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // Dropped before its end: either hyper skipped polling an empty body, or the client
+        // went away mid-body. Both are recorded with the status already sent.
+        self.finish();
+    }
+}

@@ -1,0 +1,648 @@
+//! The gateway end to end over real TCP: real hyper upstreams, a real gateway listener, and a
+//! pooled keep-alive client, all on 127.0.0.1 ports chosen by the OS.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+use rollgate_gateway::{Backend, GatewayConfig, RouteTable, Upstream};
+use support::{
+    ANSWER_AFTER_MS, ANSWER_STATUS, TestClient, TestGateway, TestUpstream, backend, eventually,
+    refused_addr, route, table,
+};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn routes_to_the_single_backend_and_generates_a_request_id() {
+    let blue = TestUpstream::start("blue").await;
+    let gateway = TestGateway::with_table(table("api", vec![backend(1, 1000, &[&blue])])).await;
+    let client = TestClient::new();
+
+    let answer = client.get(gateway.addr, "/hello?x=1").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body, "blue");
+    let id = answer.header("x-request-id");
+    assert_eq!(id.len(), 32, "generated id {id:?}");
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(answer.header("x-seen-request-id"), id);
+    assert_eq!(answer.header("x-seen-forwarded-for"), "127.0.0.1");
+    assert_eq!(answer.header("x-seen-forwarded-proto"), "http");
+    assert_eq!(answer.header("x-seen-host"), gateway.addr.to_string());
+
+    let second = client.get(gateway.addr, "/").await;
+    assert_ne!(second.header("x-request-id"), id);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn keeps_a_client_request_id() {
+    let blue = TestUpstream::start("blue").await;
+    let gateway = TestGateway::with_table(table("api", vec![backend(1, 1000, &[&blue])])).await;
+    let answer = TestClient::new()
+        .send(
+            gateway.addr,
+            "GET",
+            "/",
+            &[("x-request-id", "client-chosen-42")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.header("x-request-id"), "client-chosen-42");
+    assert_eq!(answer.header("x-seen-request-id"), "client-chosen-42");
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_do_not_reach_the_upstream_and_bodies_do() {
+    let blue = TestUpstream::start("blue").await;
+    let gateway = TestGateway::with_table(table("api", vec![backend(1, 1000, &[&blue])])).await;
+    let answer = TestClient::new()
+        .send(
+            gateway.addr,
+            "POST",
+            "/upload",
+            &[
+                ("connection", "x-hop"),
+                ("x-hop", "1"),
+                ("host", "Example.com"),
+            ],
+            Bytes::from(vec![7u8; 5000]),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.header("x-seen-hop"), "false");
+    assert_eq!(answer.header("x-seen-body-len"), "5000");
+    assert_eq!(answer.header("x-seen-host"), "Example.com");
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_split_follows_the_weights() {
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    let gateway = TestGateway::with_table(table(
+        "api",
+        vec![backend(1, 250, &[&blue]), backend(2, 750, &[&green])],
+    ))
+    .await;
+    let client = TestClient::new();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let client = client.clone();
+        let addr = gateway.addr;
+        tasks.push(tokio::spawn(async move {
+            let mut blue = 0u32;
+            for _ in 0..500 {
+                let answer = client.get(addr, "/").await;
+                assert_eq!(answer.status, StatusCode::OK);
+                if answer.body == "blue" {
+                    blue += 1;
+                }
+            }
+            blue
+        }));
+    }
+    let mut blue_count = 0;
+    for task in tasks {
+        blue_count += task.await.expect("client task");
+    }
+    let share = f64::from(blue_count) / 4000.0;
+    assert!(
+        (share - 0.25).abs() < 0.03,
+        "blue got {share:.3} of traffic"
+    );
+
+    let metrics = gateway.metrics.clone();
+    assert!(
+        eventually(|| {
+            metrics.window("api", 1, MINUTE).requests + metrics.window("api", 2, MINUTE).requests
+                == 4000
+        })
+        .await
+    );
+    assert_eq!(
+        u64::from(blue_count),
+        metrics.window("api", 1, MINUTE).requests
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swapping_routes_under_load_never_fails_a_request() {
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    let only_blue = table("api", vec![backend(1, 1000, &[&blue])]);
+    let only_green = table("api", vec![backend(2, 1000, &[&green])]);
+    let gateway = TestGateway::with_table(only_blue.clone()).await;
+
+    let done = Arc::new(AtomicBool::new(false));
+    let swapper = {
+        let routes = gateway.routes.clone();
+        let done = Arc::clone(&done);
+        tokio::spawn(async move {
+            let mut swaps = 0u32;
+            while !done.load(Ordering::Relaxed) {
+                let next = if swaps.is_multiple_of(2) {
+                    &only_green
+                } else {
+                    &only_blue
+                };
+                routes.set(next.clone());
+                swaps += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            swaps
+        })
+    };
+
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        // One pooled client per task: eight independent keep-alive connections.
+        let client = TestClient::new();
+        let addr = gateway.addr;
+        clients.push(tokio::spawn(async move {
+            let mut failures = Vec::new();
+            let mut seen = (0u32, 0u32);
+            for _ in 0..250 {
+                let answer = client.get(addr, "/").await;
+                if answer.status != StatusCode::OK {
+                    failures.push((answer.status, answer.body));
+                } else if answer.body == "blue" {
+                    seen.0 += 1;
+                } else {
+                    seen.1 += 1;
+                }
+            }
+            (failures, seen)
+        }));
+    }
+    let mut failures = Vec::new();
+    let mut seen = (0, 0);
+    for client in clients {
+        let (f, s) = client.await.expect("client task");
+        failures.extend(f);
+        seen.0 += s.0;
+        seen.1 += s.1;
+    }
+    done.store(true, Ordering::Relaxed);
+    let swaps = swapper.await.expect("swapper");
+    assert!(failures.is_empty(), "non-200 answers: {failures:?}");
+    assert_eq!(seen.0 + seen.1, 2000);
+    assert!(swaps > 1, "the table was swapped {swaps} times");
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_waits_for_a_slow_request_to_a_removed_instance() {
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    let gateway = TestGateway::with_table(table("api", vec![backend(1, 1000, &[&blue])])).await;
+
+    let slow = {
+        let addr = gateway.addr;
+        tokio::spawn(async move {
+            TestClient::new()
+                .send(
+                    addr,
+                    "GET",
+                    "/slow",
+                    &[(ANSWER_AFTER_MS, "1000")],
+                    Bytes::new(),
+                )
+                .await
+        })
+    };
+    let routes = gateway.routes.clone();
+    assert!(eventually(|| routes.in_flight("blue") == 1).await);
+
+    gateway
+        .routes
+        .set(table("api", vec![backend(2, 1000, &[&green])]));
+    let ids = vec!["blue".to_owned()];
+    assert!(
+        !gateway.routes.drain(&ids, Duration::from_millis(20)).await,
+        "drain must not report idle while the slow request is in flight"
+    );
+    // New traffic already goes to green while blue drains.
+    assert_eq!(TestClient::new().get(gateway.addr, "/").await.body, "green");
+
+    assert!(gateway.routes.drain(&ids, Duration::from_secs(30)).await);
+    assert_eq!(gateway.routes.in_flight("blue"), 0);
+    let answer = slow.await.expect("slow request");
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body, "blue");
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_refusing_instance_is_retried_on_the_other_instance() {
+    let alive = TestUpstream::start("alive").await;
+    let dead = Upstream {
+        id: "dead".to_owned(),
+        addr: refused_addr().await,
+    };
+    let gateway = TestGateway::with_table(table(
+        "api",
+        vec![Backend {
+            version: 1,
+            weight: 1000,
+            instances: vec![dead, alive.upstream()],
+        }],
+    ))
+    .await;
+    let client = TestClient::new();
+    for _ in 0..10 {
+        let answer = client
+            .send(
+                gateway.addr,
+                "POST",
+                "/",
+                &[],
+                Bytes::from_static(b"payload"),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(answer.body, "alive");
+        assert_eq!(answer.header("x-seen-body-len"), "7");
+    }
+    let metrics = gateway.metrics.clone();
+    assert!(eventually(|| metrics.window("api", 1, MINUTE).requests == 10).await);
+    let stats = metrics.window("api", 1, MINUTE);
+    assert_eq!(stats.status_2xx, 10);
+    assert_eq!(stats.upstream_failures, 0);
+    assert_eq!(gateway.routes.in_flight("dead"), 0);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn all_instances_dead_is_502_upstream_unavailable() {
+    let gateway = TestGateway::with_table(RouteTable {
+        apps: vec![route(
+            "api",
+            &[],
+            "/",
+            vec![Backend {
+                version: 3,
+                weight: 1000,
+                instances: vec![
+                    Upstream {
+                        id: "dead-1".to_owned(),
+                        addr: refused_addr().await,
+                    },
+                    Upstream {
+                        id: "dead-2".to_owned(),
+                        addr: refused_addr().await,
+                    },
+                ],
+            }],
+        )],
+    })
+    .await;
+    let answer = TestClient::new().get(gateway.addr, "/").await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(answer.json()["code"], "upstream_unavailable");
+    assert!(!answer.body.contains("127.0.0.1"), "leaks: {}", answer.body);
+    assert!(!answer.body.contains("dead"), "leaks: {}", answer.body);
+    assert_eq!(answer.header("content-type"), "application/json");
+    assert_eq!(answer.header("x-request-id").len(), 32);
+
+    let metrics = gateway.metrics.clone();
+    assert!(eventually(|| metrics.window("api", 3, MINUTE).requests == 1).await);
+    let stats = metrics.window("api", 3, MINUTE);
+    assert_eq!(stats.status_5xx, 1);
+    assert_eq!(stats.upstream_failures, 1);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn no_response_headers_in_time_is_504_upstream_timeout() {
+    let slow = TestUpstream::start("slow").await;
+    let gateway = TestGateway::start(GatewayConfig {
+        upstream_timeout: Duration::from_millis(200),
+        ..GatewayConfig::default()
+    })
+    .await;
+    gateway
+        .routes
+        .set(table("api", vec![backend(1, 1000, &[&slow])]));
+    let answer = TestClient::new()
+        .send(
+            gateway.addr,
+            "GET",
+            "/",
+            &[(ANSWER_AFTER_MS, "3000")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(answer.json()["code"], "upstream_timeout");
+    let metrics = gateway.metrics.clone();
+    assert!(eventually(|| metrics.window("api", 1, MINUTE).upstream_failures == 1).await);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn upstream_errors_pass_through_and_count_as_5xx() {
+    let blue = TestUpstream::start("blue").await;
+    let gateway = TestGateway::with_table(table("api", vec![backend(7, 1000, &[&blue])])).await;
+    let client = TestClient::new();
+    for status in ["500", "503", "404", "302", "200"] {
+        let answer = client
+            .send(
+                gateway.addr,
+                "GET",
+                "/",
+                &[(ANSWER_STATUS, status)],
+                Bytes::new(),
+            )
+            .await;
+        assert_eq!(answer.status.as_str(), status);
+        assert_eq!(answer.body, "blue");
+    }
+    let metrics = gateway.metrics.clone();
+    assert!(eventually(|| metrics.window("api", 7, MINUTE).requests == 5).await);
+    let stats = metrics.window("api", 7, MINUTE);
+    assert_eq!(
+        (
+            stats.status_2xx,
+            stats.status_3xx,
+            stats.status_4xx,
+            stats.status_5xx
+        ),
+        (1, 1, 1, 2)
+    );
+    assert_eq!(stats.upstream_failures, 0);
+    assert!(stats.p50_ms.is_some());
+    assert_eq!(metrics.versions(), vec![("api".to_owned(), 7)]);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_body_is_413() {
+    let blue = TestUpstream::start("blue").await;
+    let gateway = TestGateway::start(GatewayConfig {
+        max_body_bytes: 1024,
+        ..GatewayConfig::default()
+    })
+    .await;
+    gateway
+        .routes
+        .set(table("api", vec![backend(1, 1000, &[&blue])]));
+    let client = TestClient::new();
+    let answer = client
+        .send(
+            gateway.addr,
+            "POST",
+            "/",
+            &[],
+            Bytes::from(vec![1u8; 16 * 1024]),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(answer.json()["code"], "body_too_large");
+
+    let fits = client
+        .send(gateway.addr, "POST", "/", &[], Bytes::from(vec![1u8; 1024]))
+        .await;
+    assert_eq!(fits.status, StatusCode::OK);
+    assert_eq!(fits.header("x-seen-body-len"), "1024");
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn unrouted_requests_are_404_no_route() {
+    let blue = TestUpstream::start("blue").await;
+    let gateway = TestGateway::with_table(RouteTable {
+        apps: vec![route(
+            "api",
+            &["api.example.com"],
+            "/api",
+            vec![backend(1, 1000, &[&blue])],
+        )],
+    })
+    .await;
+    let client = TestClient::new();
+    let answer = client
+        .send(
+            gateway.addr,
+            "GET",
+            "/api",
+            &[("host", "other.example.com")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert_eq!(answer.json()["code"], "no_route");
+    let answer = client
+        .send(
+            gateway.addr,
+            "GET",
+            "/web",
+            &[("host", "api.example.com")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn an_app_without_weighted_instances_is_503_no_upstream() {
+    let blue = TestUpstream::start("blue").await;
+    let gateway = TestGateway::with_table(table(
+        "api",
+        vec![
+            backend(1, 0, &[&blue]),
+            Backend {
+                version: 2,
+                weight: 1000,
+                instances: vec![],
+            },
+        ],
+    ))
+    .await;
+    let answer = TestClient::new().get(gateway.addr, "/").await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(answer.json()["code"], "no_upstream");
+    assert!(!answer.body.contains("api"), "leaks: {}", answer.body);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn host_and_longest_prefix_pick_the_app() {
+    let web = TestUpstream::start("web").await;
+    let api = TestUpstream::start("api").await;
+    let admin = TestUpstream::start("admin").await;
+    let gateway = TestGateway::with_table(RouteTable {
+        apps: vec![
+            route("web", &[], "/", vec![backend(1, 1000, &[&web])]),
+            route("api", &[], "/api", vec![backend(1, 1000, &[&api])]),
+            route(
+                "admin",
+                &["admin.example.com"],
+                "/",
+                vec![backend(1, 1000, &[&admin])],
+            ),
+        ],
+    })
+    .await;
+    let client = TestClient::new();
+    let cases = [
+        ("www.example.com", "/", "web"),
+        ("www.example.com", "/api/users", "api"),
+        ("www.example.com", "/apiary", "web"),
+        ("ADMIN.example.com:8080", "/", "admin"),
+        ("admin.example.com", "/api/users", "api"),
+    ];
+    for (host, path, expected) in cases {
+        let answer = client
+            .send(gateway.addr, "GET", path, &[("host", host)], Bytes::new())
+            .await;
+        assert_eq!(answer.body, expected, "{host}{path}");
+    }
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn access_log_gets_one_json_line_per_request() {
+    let blue = TestUpstream::start("blue").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("access.log");
+    let gateway = TestGateway::start(GatewayConfig {
+        env: "staging".to_owned(),
+        access_log: Some(path.clone()),
+        ..GatewayConfig::default()
+    })
+    .await;
+    gateway
+        .routes
+        .set(table("api", vec![backend(4, 1000, &[&blue])]));
+    let client = TestClient::new();
+    for i in 0..5 {
+        let id = format!("req-{i}");
+        let answer = client
+            .send(
+                gateway.addr,
+                "GET",
+                "/items?token=secret",
+                &[("x-request-id", id.as_str())],
+                Bytes::new(),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::OK);
+    }
+    gateway.routes.set(RouteTable::default());
+    let unrouted = client
+        .send(
+            gateway.addr,
+            "GET",
+            "/",
+            &[("x-request-id", "req-404")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(unrouted.status, StatusCode::NOT_FOUND);
+    gateway.stop().await;
+
+    let text = std::fs::read_to_string(&path).expect("access log");
+    assert!(!text.contains("secret"), "query strings must not be logged");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(lines.len(), 6, "{text}");
+    let mut ids: Vec<&str> = lines
+        .iter()
+        .map(|l| l["request_id"].as_str().expect("request_id"))
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        ["req-0", "req-1", "req-2", "req-3", "req-4", "req-404"]
+    );
+    for line in &lines {
+        assert_eq!(line["env"], "staging");
+        assert_eq!(line["client"], "127.0.0.1");
+        assert_eq!(line["method"], "GET");
+        assert!(line["duration_ms"].as_f64().is_some());
+        assert!(line["ts"].as_str().is_some_and(|ts| ts.ends_with('Z')));
+        if line["request_id"] == "req-404" {
+            assert_eq!(line["status"], 404);
+            assert_eq!(line["error"], "no_route");
+            assert!(line["app"].is_null());
+        } else {
+            assert_eq!(line["status"], 200);
+            assert_eq!(line["app"], "api");
+            assert_eq!(line["version"], 4);
+            assert_eq!(line["instance"], "blue");
+            assert_eq!(line["path"], "/items");
+            assert!(line.get("error").is_none());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_in_flight_requests_finish() {
+    let blue = TestUpstream::start("blue").await;
+    let gateway = TestGateway::with_table(table("api", vec![backend(1, 1000, &[&blue])])).await;
+    let addr = gateway.addr;
+    let slow = tokio::spawn(async move {
+        TestClient::new()
+            .send(addr, "GET", "/", &[(ANSWER_AFTER_MS, "300")], Bytes::new())
+            .await
+    });
+    let routes = gateway.routes.clone();
+    assert!(eventually(|| routes.in_flight("blue") == 1).await);
+    gateway.stop().await;
+    let answer = slow.await.expect("slow request");
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the listener is closed after shutdown"
+    );
+}
+
+#[tokio::test]
+async fn binding_a_taken_address_names_it() {
+    let taken = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let err = rollgate_gateway::Gateway::bind(GatewayConfig {
+        listen: addr,
+        ..GatewayConfig::default()
+    })
+    .await
+    .err()
+    .expect("second bind fails");
+    assert!(err.to_string().contains(&addr.to_string()), "{err}");
+}
+
+#[tokio::test]
+async fn a_client_going_away_is_still_recorded() {
+    use tokio::io::AsyncWriteExt;
+
+    let blue = TestUpstream::start("blue").await;
+    let gateway = TestGateway::with_table(table("api", vec![backend(1, 1000, &[&blue])])).await;
+    let mut stream = tokio::net::TcpStream::connect(gateway.addr)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET /gone HTTP/1.1\r\nhost: x\r\nx-test-sleep-ms: 300\r\n\r\n")
+        .await
+        .expect("write request");
+    let routes = gateway.routes.clone();
+    assert!(eventually(|| routes.in_flight("blue") == 1).await);
+    drop(stream);
+
+    let metrics = gateway.metrics.clone();
+    assert!(eventually(|| metrics.window("api", 1, MINUTE).requests == 1).await);
+    assert!(eventually(|| routes.in_flight("blue") == 0).await);
+    gateway.stop().await;
+}
