@@ -1,1 +1,10 @@
+//! End-to-end tests: the real `rollgate` binary, real child processes, real HTTP on
+//! 127.0.0.1 with OS-chosen ports, and concurrent clients counting what they saw.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
+mod releases;
+// Each test module uses a different part of the harness.
+#[allow(dead_code)]
+mod util;

@@ -36,7 +36,10 @@ struct AppState {
 
 /// The router of the control API.
 pub fn router(controller: Arc<Controller>, token: String) -> Router {
-    let state = AppState { controller, token: Arc::new(token) };
+    let state = AppState {
+        controller,
+        token: Arc::new(token),
+    };
     let protected = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/deploy", post(deploy))
@@ -47,7 +50,10 @@ pub fn router(controller: Arc<Controller>, token: String) -> Router {
         .route("/v1/audit", get(audit))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
-        .route("/v1/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route(
+            "/v1/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
         .merge(protected)
         .fallback(|| async { ApiError::NotFound("no such API route".to_string()) })
         .with_state(state)
@@ -73,7 +79,12 @@ fn actor(headers: &HeaderMap) -> String {
     headers
         .get("x-rollgate-actor")
         .and_then(|v| v.to_str().ok())
-        .map(|s| s.chars().filter(|c| c.is_ascii_graphic()).take(64).collect::<String>())
+        .map(|s| {
+            s.chars()
+                .filter(|c| c.is_ascii_graphic())
+                .take(64)
+                .collect::<String>()
+        })
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "api".to_string())
 }
@@ -85,8 +96,13 @@ struct AppEnvQuery {
     limit: Option<u32>,
 }
 
-async fn status(State(s): State<AppState>, Query(q): Query<AppEnvQuery>) -> Result<Json<serde_json::Value>, ApiError> {
-    Ok(Json(s.controller.status(q.app.as_deref(), q.env.as_deref())?))
+async fn status(
+    State(s): State<AppState>,
+    Query(q): Query<AppEnvQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(
+        s.controller.status(q.app.as_deref(), q.env.as_deref())?,
+    ))
 }
 
 async fn deploy(
@@ -99,7 +115,10 @@ async fn deploy(
     Ok((StatusCode::ACCEPTED, Json(json!(accepted))))
 }
 
-async fn rollout(State(s): State<AppState>, Path(id): Path<u64>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn rollout(
+    State(s): State<AppState>,
+    Path(id): Path<u64>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     Ok(Json(s.controller.rollout_detail(id)?))
 }
 
@@ -115,11 +134,22 @@ async fn rollback(
     body: Result<Json<RollbackRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    Ok(Json(s.controller.rollback(&req.app, &req.env, &actor(&headers)).await?))
+    Ok(Json(
+        s.controller
+            .rollback(&req.app, &req.env, &actor(&headers))
+            .await?,
+    ))
 }
 
-async fn history(State(s): State<AppState>, Query(q): Query<AppEnvQuery>) -> Result<Json<serde_json::Value>, ApiError> {
-    let filter = Filter { app: q.app, env: q.env, limit: q.limit };
+async fn history(
+    State(s): State<AppState>,
+    Query(q): Query<AppEnvQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let filter = Filter {
+        app: q.app,
+        env: q.env,
+        limit: q.limit,
+    };
     Ok(Json(s.controller.history(&filter)?))
 }
 
@@ -131,12 +161,27 @@ struct LogsQuery {
     lines: Option<usize>,
 }
 
-async fn logs(State(s): State<AppState>, Query(q): Query<LogsQuery>) -> Result<Json<serde_json::Value>, ApiError> {
-    Ok(Json(s.controller.logs(&q.app, &q.env, q.version, q.lines.unwrap_or(100).min(10_000))?))
+async fn logs(
+    State(s): State<AppState>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(s.controller.logs(
+        &q.app,
+        &q.env,
+        q.version,
+        q.lines.unwrap_or(100).min(10_000),
+    )?))
 }
 
-async fn audit(State(s): State<AppState>, Query(q): Query<AppEnvQuery>) -> Result<Json<serde_json::Value>, ApiError> {
-    let filter = Filter { app: q.app, env: q.env, limit: q.limit };
+async fn audit(
+    State(s): State<AppState>,
+    Query(q): Query<AppEnvQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let filter = Filter {
+        app: q.app,
+        env: q.env,
+        limit: q.limit,
+    };
     let entries: Vec<_> = s
         .controller
         .store()

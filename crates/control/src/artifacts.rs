@@ -60,7 +60,10 @@ impl ArtifactStore {
     /// Copies `source` into the store unless an artifact with the same digest is there.
     /// Blocking: call from a blocking thread.
     pub fn import(&self, source: &Path) -> Result<Artifact, ArtifactError> {
-        let read_err = |p: &Path, source: io::Error| ArtifactError::Read { path: p.display().to_string(), source };
+        let read_err = |p: &Path, source: io::Error| ArtifactError::Read {
+            path: p.display().to_string(),
+            source,
+        };
         let meta = fs::metadata(source).map_err(|e| read_err(source, e))?;
         // A single file becomes a directory holding that file under its own name, so the run
         // command can call it as `./name`.
@@ -69,7 +72,9 @@ impl ArtifactStore {
                 .file_name()
                 .map(PathBuf::from)
                 .ok_or_else(|| ArtifactError::Unsupported(source.display().to_string()))?;
-            let parent = source.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+            let parent = source
+                .parent()
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
             let entry = file_entry(source, &meta).map_err(|e| read_err(source, e))?;
             (parent, vec![(name, entry)])
         } else if meta.is_dir() {
@@ -103,7 +108,10 @@ impl ArtifactStore {
             return Ok(Artifact { digest, path: dest });
         }
 
-        let store_err = |p: &Path, source: io::Error| ArtifactError::Store { path: p.display().to_string(), source };
+        let store_err = |p: &Path, source: io::Error| ArtifactError::Store {
+            path: p.display().to_string(),
+            source,
+        };
         let tmp_root = self.root.join("tmp");
         fs::create_dir_all(&tmp_root).map_err(|e| store_err(&tmp_root, e))?;
         let tmp = tempdir_in(&tmp_root).map_err(|e| store_err(&tmp_root, e))?;
@@ -119,7 +127,8 @@ impl ArtifactStore {
                         }
                         fs::copy(&from, &to).map_err(|e| read_err(&from, e))?;
                         let mode = if *exec { 0o555 } else { 0o444 };
-                        fs::set_permissions(&to, fs::Permissions::from_mode(mode)).map_err(|e| store_err(&to, e))?;
+                        fs::set_permissions(&to, fs::Permissions::from_mode(mode))
+                            .map_err(|e| store_err(&to, e))?;
                     }
                     Entry::Link(target) => {
                         if let Some(p) = to.parent() {
@@ -165,12 +174,18 @@ fn file_entry(path: &Path, meta: &fs::Metadata) -> io::Result<Entry> {
         }
         h.update(&buf[..n]);
     }
-    Ok(Entry::File { exec: meta.permissions().mode() & 0o111 != 0, sha: h.finalize().into() })
+    Ok(Entry::File {
+        exec: meta.permissions().mode() & 0o111 != 0,
+        sha: h.finalize().into(),
+    })
 }
 
 fn walk(root: &Path, rel: &Path, out: &mut Vec<(PathBuf, Entry)>) -> Result<(), ArtifactError> {
     let dir = root.join(rel);
-    let read_err = |p: &Path, source: io::Error| ArtifactError::Read { path: p.display().to_string(), source };
+    let read_err = |p: &Path, source: io::Error| ArtifactError::Read {
+        path: p.display().to_string(),
+        source,
+    };
     let mut names: Vec<_> = fs::read_dir(&dir)
         .map_err(|e| read_err(&dir, e))?
         .map(|e| e.map(|e| e.file_name()))
@@ -208,22 +223,38 @@ mod tests {
         let data = tempfile::tempdir().unwrap();
         fs::create_dir(src.path().join("bin")).unwrap();
         fs::write(src.path().join("bin/app"), b"#!/bin/sh\necho hi\n").unwrap();
-        fs::set_permissions(src.path().join("bin/app"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(
+            src.path().join("bin/app"),
+            fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
         fs::write(src.path().join("config.txt"), b"x=1").unwrap();
         let store = ArtifactStore::new(data.path().join("artifacts"));
         let a = store.import(src.path()).unwrap();
         assert!(a.digest.starts_with("sha256:") && a.digest.len() == 7 + 64);
         let b = store.import(src.path()).unwrap();
         assert_eq!(a, b);
-        let mode = fs::metadata(a.path.join("bin/app")).unwrap().permissions().mode();
+        let mode = fs::metadata(a.path.join("bin/app"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o555);
         assert_eq!(fs::read(a.path.join("config.txt")).unwrap(), b"x=1");
-        assert!(fs::read_dir(data.path().join("artifacts/tmp")).unwrap().next().is_none());
+        assert!(
+            fs::read_dir(data.path().join("artifacts/tmp"))
+                .unwrap()
+                .next()
+                .is_none()
+        );
 
         fs::write(src.path().join("config.txt"), b"x=2").unwrap();
         let c = store.import(src.path()).unwrap();
         assert_ne!(a.digest, c.digest);
-        assert_eq!(fs::read(a.path.join("config.txt")).unwrap(), b"x=1", "never rewritten");
+        assert_eq!(
+            fs::read(a.path.join("config.txt")).unwrap(),
+            b"x=1",
+            "never rewritten"
+        );
     }
 
     #[test]
@@ -233,14 +264,18 @@ mod tests {
         let file = src.path().join("api");
         fs::write(&file, b"binary").unwrap();
         fs::set_permissions(&file, fs::Permissions::from_mode(0o755)).unwrap();
-        let a = ArtifactStore::new(data.path().to_path_buf()).import(&file).unwrap();
+        let a = ArtifactStore::new(data.path().to_path_buf())
+            .import(&file)
+            .unwrap();
         assert_eq!(fs::read(a.path.join("api")).unwrap(), b"binary");
     }
 
     #[test]
     fn a_missing_artifact_names_the_path() {
         let data = tempfile::tempdir().unwrap();
-        let err = ArtifactStore::new(data.path().to_path_buf()).import(Path::new("/nonexistent/x")).unwrap_err();
+        let err = ArtifactStore::new(data.path().to_path_buf())
+            .import(Path::new("/nonexistent/x"))
+            .unwrap_err();
         assert!(err.to_string().contains("/nonexistent/x"), "{err}");
     }
 }

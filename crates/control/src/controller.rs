@@ -10,10 +10,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rollgate_core::config::{AppConfig, EnvConfig};
-use rollgate_core::{Action, Alias, Config, Event, Phase, Rollout, RuleVerdict, Timestamp, TrafficStats};
+use rollgate_core::{
+    Action, Alias, Config, Event, Phase, Rollout, RuleVerdict, Timestamp, TrafficStats,
+};
 use rollgate_gateway::{AppRoute, Backend, Metrics, RouteHandle, RouteTable, Upstream};
-use rollgate_runtime::{HealthProbe, InstanceHandle, InstanceSpec, InstanceStatus, ProcessDriver, RestartPolicy};
-use rollgate_store::{AliasSet, AuditEntry, EventRecord, Filter, NewDeploy, Store, StoreError, Transition};
+use rollgate_runtime::{
+    HealthProbe, InstanceHandle, InstanceSpec, InstanceStatus, ProcessDriver, RestartPolicy,
+};
+use rollgate_store::{
+    AliasSet, AuditEntry, EventRecord, Filter, NewDeploy, Store, StoreError, Transition,
+};
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::watch;
@@ -32,7 +38,11 @@ const ROUTE_REFRESH: Duration = Duration::from_millis(250);
 
 /// The current time as a [`Timestamp`].
 pub fn now() -> Timestamp {
-    Timestamp(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
+    Timestamp(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+    )
 }
 
 /// RFC 3339 text of a timestamp, for people and JSON.
@@ -47,6 +57,8 @@ pub struct EnvGateway {
     pub routes: RouteHandle,
     pub metrics: Metrics,
 }
+
+type RouteSignature = Vec<(String, u64, Vec<String>)>;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct VersionKey {
@@ -90,7 +102,8 @@ pub struct Controller {
     instances: Mutex<BTreeMap<VersionKey, Vec<InstanceHandle>>>,
     /// Cancel switches of the rollouts being driven: `Some(actor)` cancels.
     active: Mutex<HashMap<u64, watch::Sender<Option<String>>>>,
-    applied: Mutex<HashMap<String, Vec<(String, u64, Vec<String>)>>>,
+    /// The last routing table applied to each environment, as (app, version, instance ids).
+    applied: Mutex<HashMap<String, RouteSignature>>,
     check: CheckClient,
 }
 
@@ -135,18 +148,16 @@ impl Controller {
     }
 
     fn app_env(&self, app: &str, env: &str) -> Result<(&AppConfig, &EnvConfig), ApiError> {
-        let env_c = self
-            .config
-            .envs
-            .get(env)
-            .ok_or_else(|| ApiError::NotFound(format!("environment {env:?} is not in the configuration")))?;
-        let app_c = self
-            .config
-            .apps
-            .get(app)
-            .ok_or_else(|| ApiError::NotFound(format!("app {app:?} is not in the configuration")))?;
+        let env_c = self.config.envs.get(env).ok_or_else(|| {
+            ApiError::NotFound(format!("environment {env:?} is not in the configuration"))
+        })?;
+        let app_c = self.config.apps.get(app).ok_or_else(|| {
+            ApiError::NotFound(format!("app {app:?} is not in the configuration"))
+        })?;
         if !env_c.apps.iter().any(|a| a == app) {
-            return Err(ApiError::BadRequest(format!("app {app:?} is not released in environment {env:?}")));
+            return Err(ApiError::BadRequest(format!(
+                "app {app:?} is not released in environment {env:?}"
+            )));
         }
         Ok((app_c, env_c))
     }
@@ -200,7 +211,13 @@ impl Controller {
 
     // ---------------------------------------------------------------- instances
 
-    fn instance_spec(&self, app: &AppConfig, env: &str, version: &rollgate_store::VersionRecord, index: u32) -> InstanceSpec {
+    fn instance_spec(
+        &self,
+        app: &AppConfig,
+        env: &str,
+        version: &rollgate_store::VersionRecord,
+        index: u32,
+    ) -> InstanceSpec {
         let id = format!("{}.{env}.v{}.{index}", app.name, version.number);
         let mut vars = app.env.clone();
         vars.extend(version.vars.clone());
@@ -217,7 +234,11 @@ impl Controller {
             workdir: self.artifacts.path_of(&version.digest).join(&app.workdir),
             env: vars,
             port: None,
-            log_path: self.logs_dir.join(&app.name).join(env).join(format!("v{}.{index}.log", version.number)),
+            log_path: self
+                .logs_dir
+                .join(&app.name)
+                .join(env)
+                .join(format!("v{}.{index}.log", version.number)),
             stop_grace: app.stop_grace,
             health: Some(HealthProbe {
                 path: app.health.path.clone(),
@@ -226,7 +247,10 @@ impl Controller {
                 healthy_threshold: app.health.healthy,
                 unhealthy_threshold: app.health.unhealthy,
             }),
-            restart: RestartPolicy { enabled: true, ..RestartPolicy::default() },
+            restart: RestartPolicy {
+                enabled: true,
+                ..RestartPolicy::default()
+            },
             id,
         }
     }
@@ -234,19 +258,33 @@ impl Controller {
     /// Starts a version's instances (unless they run) and waits until all are healthy. On
     /// failure the instances are stopped and the reason returned.
     async fn start_version(&self, app: &str, env: &str, version: u64) -> Result<(), String> {
-        let key = VersionKey { app: app.to_string(), env: env.to_string(), version };
+        let key = VersionKey {
+            app: app.to_string(),
+            env: env.to_string(),
+            version,
+        };
         let (app_c, _) = self.app_env(app, env).map_err(|e| e.to_string())?;
         let existing = lock(&self.instances).get(&key).cloned();
         let handles = match existing {
             Some(h) => h,
             None => {
-                let record = self.store.version(app, env, version).map_err(|e| e.to_string())?;
+                let record = self
+                    .store
+                    .version(app, env, version)
+                    .map_err(|e| e.to_string())?;
                 if !self.artifacts.path_of(&record.digest).is_dir() {
-                    return Err(format!("the artifact {} of v{version} is missing from the data directory", record.digest));
+                    return Err(format!(
+                        "the artifact {} of v{version} is missing from the data directory",
+                        record.digest
+                    ));
                 }
                 let mut handles = Vec::new();
                 for i in 0..app_c.instances {
-                    match self.driver.start(self.instance_spec(app_c, env, &record, i)).await {
+                    match self
+                        .driver
+                        .start(self.instance_spec(app_c, env, &record, i))
+                        .await
+                    {
                         Ok(h) => handles.push(h),
                         Err(e) => {
                             for h in &handles {
@@ -263,7 +301,11 @@ impl Controller {
         let deadline = app_c.health.deadline;
         let mut waits = tokio::task::JoinSet::new();
         for h in handles {
-            waits.spawn(async move { h.wait_healthy(deadline).await.map_err(|e| format!("{}: {e}", h.id())) });
+            waits.spawn(async move {
+                h.wait_healthy(deadline)
+                    .await
+                    .map_err(|e| format!("{}: {e}", h.id()))
+            });
         }
         let mut failure = None;
         while let Some(res) = waits.join_next().await {
@@ -287,12 +329,20 @@ impl Controller {
     /// Drains and stops a version's instances (no-op if none run). Routing must already
     /// exclude the version.
     async fn stop_version(&self, app: &str, env: &str, version: u64) {
-        let key = VersionKey { app: app.to_string(), env: env.to_string(), version };
+        let key = VersionKey {
+            app: app.to_string(),
+            env: env.to_string(),
+            version,
+        };
         let Some(handles) = lock(&self.instances).remove(&key) else {
             return;
         };
         self.apply_routes(env);
-        let grace = self.config.apps.get(app).map_or(Duration::from_secs(10), |a| a.stop_grace);
+        let grace = self
+            .config
+            .apps
+            .get(app)
+            .map_or(Duration::from_secs(10), |a| a.stop_grace);
         if let Some(gw) = self.gateways.get(env) {
             let ids: Vec<String> = handles.iter().map(|h| h.id().to_string()).collect();
             if !gw.routes.drain(&ids, grace).await {
@@ -309,7 +359,10 @@ impl Controller {
 
     /// Stops every instance (server shutdown).
     pub async fn stop_all(&self) {
-        let all: Vec<_> = std::mem::take(&mut *lock(&self.instances)).into_values().flatten().collect();
+        let all: Vec<_> = std::mem::take(&mut *lock(&self.instances))
+            .into_values()
+            .flatten()
+            .collect();
         for h in all {
             let _ = h.stop().await;
         }
@@ -318,12 +371,23 @@ impl Controller {
 
     fn healthy_upstreams(&self, key: &VersionKey) -> Vec<Upstream> {
         let map = lock(&self.instances);
-        let Some(handles) = map.get(key) else { return Vec::new() };
-        let all: Vec<Upstream> = handles.iter().map(|h| Upstream { id: h.id().to_string(), addr: h.addr() }).collect();
+        let Some(handles) = map.get(key) else {
+            return Vec::new();
+        };
+        let all: Vec<Upstream> = handles
+            .iter()
+            .map(|h| Upstream {
+                id: h.id().to_string(),
+                addr: h.addr(),
+            })
+            .collect();
         let healthy: Vec<Upstream> = handles
             .iter()
             .filter(|h| h.status() == InstanceStatus::Healthy)
-            .map(|h| Upstream { id: h.id().to_string(), addr: h.addr() })
+            .map(|h| Upstream {
+                id: h.id().to_string(),
+                addr: h.addr(),
+            })
             .collect();
         // With no healthy instance, sending traffic to the ones that exist beats a certain 503.
         if healthy.is_empty() { all } else { healthy }
@@ -347,10 +411,22 @@ impl Controller {
             };
             let mut backends = Vec::new();
             if let Some(v) = live {
-                let key = VersionKey { app: app.name.clone(), env: env.to_string(), version: v };
+                let key = VersionKey {
+                    app: app.name.clone(),
+                    env: env.to_string(),
+                    version: v,
+                };
                 let instances = self.healthy_upstreams(&key);
-                signature.push((app.name.clone(), v, instances.iter().map(|u| u.id.clone()).collect()));
-                backends.push(Backend { version: v, weight: 1000, instances });
+                signature.push((
+                    app.name.clone(),
+                    v,
+                    instances.iter().map(|u| u.id.clone()).collect(),
+                ));
+                backends.push(Backend {
+                    version: v,
+                    weight: 1000,
+                    instances,
+                });
             }
             apps.push(AppRoute {
                 app: app.name.clone(),
@@ -370,9 +446,18 @@ impl Controller {
     // ---------------------------------------------------------------- deploy
 
     /// Imports the artifact, creates the version and its rollout, and starts driving it.
-    pub async fn deploy(self: &Arc<Self>, req: DeployRequest, actor: &str) -> Result<DeployAccepted, ApiError> {
+    pub async fn deploy(
+        self: &Arc<Self>,
+        req: DeployRequest,
+        actor: &str,
+    ) -> Result<DeployAccepted, ApiError> {
         let (_, env_c) = self.app_env(&req.app, &req.env)?;
-        if let Some(r) = self.store.active_rollouts()?.into_iter().find(|r| r.app == req.app && r.env == req.env) {
+        if let Some(r) = self
+            .store
+            .active_rollouts()?
+            .into_iter()
+            .find(|r| r.app == req.app && r.env == req.env)
+        {
             return Err(ApiError::Locked(format!(
                 "{}/{} is locked by rollout #{} (v{} by {}, {})",
                 r.app, r.env, r.id, r.version, r.actor, r.phase
@@ -380,12 +465,17 @@ impl Controller {
         }
         for k in req.vars.keys() {
             if k.is_empty() || k.contains('=') || k.contains('\0') {
-                return Err(ApiError::BadRequest(format!("invalid environment variable name {k:?}")));
+                return Err(ApiError::BadRequest(format!(
+                    "invalid environment variable name {k:?}"
+                )));
             }
         }
         let path = PathBuf::from(&req.artifact);
         if !path.is_absolute() {
-            return Err(ApiError::BadRequest(format!("the artifact path must be absolute, got {:?}", req.artifact)));
+            return Err(ApiError::BadRequest(format!(
+                "the artifact path must be absolute, got {:?}",
+                req.artifact
+            )));
         }
         let artifacts = self.artifacts.clone();
         let artifact = tokio::task::spawn_blocking(move || artifacts.import(&path))
@@ -414,7 +504,9 @@ impl Controller {
             version: version.number,
             digest: artifact.digest,
         };
-        let actions = vec![Action::StartVersion { version: rollout.version }];
+        let actions = vec![Action::StartVersion {
+            version: rollout.version,
+        }];
         self.spawn_drive(rollout, actions);
         Ok(accepted)
     }
@@ -472,17 +564,39 @@ impl Controller {
             action: format!("rollout_{}", next.phase.as_str()),
             app: Some(next.app.clone()),
             env: Some(next.env.clone()),
-            detail: format!("rollout #{} of v{}: {}", next.id, next.version, next.reason.clone().unwrap_or_default()),
+            detail: format!(
+                "rollout #{} of v{}: {}",
+                next.id,
+                next.version,
+                next.reason.clone().unwrap_or_default()
+            ),
         });
-        let record = EventRecord { rollout_id: next.id, at, phase: next.phase.as_str().to_string(), kind, message, data };
-        let t = Transition { rollout: &next, event: record, aliases, audit };
+        let record = EventRecord {
+            rollout_id: next.id,
+            at,
+            phase: next.phase.as_str().to_string(),
+            kind,
+            message,
+            data,
+        };
+        let t = Transition {
+            rollout: &next,
+            event: record,
+            aliases,
+            audit,
+        };
         self.store.apply(&t).map_err(|e| e.to_string())?;
         tracing::info!(rollout = next.id, app = %next.app, env = %next.env, version = next.version, phase = %next.phase, reason = next.reason.as_deref().unwrap_or(""), "rollout {}", t.event.kind);
         Ok((next, actions))
     }
 
     /// Carries out a rollout's actions, turning their results into events, until it ends.
-    async fn drive(self: &Arc<Self>, mut rollout: Rollout, mut actions: Vec<Action>, mut cancel: watch::Receiver<Option<String>>) {
+    async fn drive(
+        self: &Arc<Self>,
+        mut rollout: Rollout,
+        mut actions: Vec<Action>,
+        mut cancel: watch::Receiver<Option<String>>,
+    ) {
         let renew = {
             let this = Arc::clone(self);
             let (app, env, id) = (rollout.app.clone(), rollout.env.clone(), rollout.id);
@@ -507,7 +621,9 @@ impl Controller {
             if rollout.phase == Phase::Shifting && next_event.is_none() {
                 next_event = Some((Event::Switched, None));
             }
-            let Some((event, data)) = next_event else { break };
+            let Some((event, data)) = next_event else {
+                break;
+            };
             match self.transition(&rollout, &event, data).await {
                 Ok((next, a)) => {
                     rollout = next;
@@ -553,7 +669,12 @@ impl Controller {
                 }
             }
             Action::RunSmoke { version } => {
-                let tests = self.config.apps.get(&r.app).map(|a| a.smoke.clone()).unwrap_or_default();
+                let tests = self
+                    .config
+                    .apps
+                    .get(&r.app)
+                    .map(|a| a.smoke.clone())
+                    .unwrap_or_default();
                 let instances = self.instance_addrs(&r.app, &r.env, *version);
                 tokio::select! {
                     res = smoke::run(&self.check, &tests, &instances) => Some(match res {
@@ -568,7 +689,11 @@ impl Controller {
     }
 
     fn instance_addrs(&self, app: &str, env: &str, version: u64) -> Vec<(String, SocketAddr)> {
-        let key = VersionKey { app: app.to_string(), env: env.to_string(), version };
+        let key = VersionKey {
+            app: app.to_string(),
+            env: env.to_string(),
+            version,
+        };
         lock(&self.instances)
             .get(&key)
             .map(|hs| hs.iter().map(|h| (h.id().to_string(), h.addr())).collect())
@@ -586,7 +711,11 @@ impl Controller {
         let Some(env_c) = self.config.envs.get(&r.env) else {
             return (Event::MonitorElapsed, None);
         };
-        let key = VersionKey { app: r.app.clone(), env: r.env.clone(), version: r.version };
+        let key = VersionKey {
+            app: r.app.clone(),
+            env: r.env.clone(),
+            version: r.version,
+        };
         let mut tick = tokio::time::interval(MONITOR_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last: Vec<RuleVerdict> = Vec::new();
@@ -598,7 +727,9 @@ impl Controller {
             let handles = lock(&self.instances).get(&key).cloned().unwrap_or_default();
             if handles.is_empty() {
                 return (
-                    Event::MonitorFailed { reason: format!("v{} has no running instance", r.version) },
+                    Event::MonitorFailed {
+                        reason: format!("v{} has no running instance", r.version),
+                    },
                     None,
                 );
             }
@@ -607,13 +738,21 @@ impl Controller {
                     InstanceStatus::Healthy | InstanceStatus::Starting => {}
                     other => {
                         let reason = format!("instance {} is {}", h.id(), describe_status(&other));
-                        return (Event::MonitorFailed { reason }, Some(json!({ "instance": h.id(), "status": other })));
+                        return (
+                            Event::MonitorFailed { reason },
+                            Some(json!({ "instance": h.id(), "status": other })),
+                        );
                     }
                 }
             }
             last = self.judge(env_c, &r.app, r.version);
             if let Some(fail) = last.iter().find(|v| v.is_fail()) {
-                return (Event::MonitorFailed { reason: fail.to_string() }, Some(json!({ "verdicts": last })));
+                return (
+                    Event::MonitorFailed {
+                        reason: fail.to_string(),
+                    },
+                    Some(json!({ "verdicts": last })),
+                );
             }
             if now() >= until {
                 return (Event::MonitorElapsed, Some(json!({ "verdicts": last })));
@@ -622,7 +761,9 @@ impl Controller {
     }
 
     fn judge(&self, env_c: &EnvConfig, app: &str, version: u64) -> Vec<RuleVerdict> {
-        let Some(gw) = self.gateways.get(&env_c.name) else { return Vec::new() };
+        let Some(gw) = self.gateways.get(&env_c.name) else {
+            return Vec::new();
+        };
         env_c
             .rollback_when
             .iter()
@@ -644,12 +785,25 @@ impl Controller {
 
     /// Puts `live` back on `blue`. During a rollout this cancels it (an abort before the
     /// switch, a rollback after it) and waits for the outcome.
-    pub async fn rollback(self: &Arc<Self>, app: &str, env: &str, actor: &str) -> Result<serde_json::Value, ApiError> {
+    pub async fn rollback(
+        self: &Arc<Self>,
+        app: &str,
+        env: &str,
+        actor: &str,
+    ) -> Result<serde_json::Value, ApiError> {
         self.app_env(app, env)?;
-        if let Some(r) = self.store.active_rollouts()?.into_iter().find(|r| r.app == app && r.env == env) {
+        if let Some(r) = self
+            .store
+            .active_rollouts()?
+            .into_iter()
+            .find(|r| r.app == app && r.env == env)
+        {
             let sender = lock(&self.active).get(&r.id).cloned();
             let Some(sender) = sender else {
-                return Err(ApiError::Conflict(format!("rollout #{} is being resolved; try again in a moment", r.id)));
+                return Err(ApiError::Conflict(format!(
+                    "rollout #{} is being resolved; try again in a moment",
+                    r.id
+                )));
             };
             let _ = sender.send(Some(actor.to_string()));
             let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -660,7 +814,10 @@ impl Controller {
                     return Ok(json!({ "rollout": current, "aliases": aliases }));
                 }
                 if tokio::time::Instant::now() > deadline {
-                    return Err(ApiError::Internal(format!("rollout #{} did not stop within 60s", r.id)));
+                    return Err(ApiError::Internal(format!(
+                        "rollout #{} did not stop within 60s",
+                        r.id
+                    )));
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -669,13 +826,16 @@ impl Controller {
         let (Some(live), Some(blue)) = (set.live, set.blue) else {
             return Err(ApiError::Conflict(format!(
                 "{app}/{env} has no blue version to roll back to (live is {})",
-                set.live.map_or_else(|| "nothing".to_string(), |v| format!("v{v}"))
+                set.live
+                    .map_or_else(|| "nothing".to_string(), |v| format!("v{v}"))
             )));
         };
         // Blue should be warm; if it is not (e.g. it failed at startup), start it first so the
         // switch never lands on nothing.
         if let Err(reason) = self.start_version(app, env, blue).await {
-            return Err(ApiError::Conflict(format!("blue v{blue} cannot serve: {reason}")));
+            return Err(ApiError::Conflict(format!(
+                "blue v{blue} cannot serve: {reason}"
+            )));
         }
         let at = now();
         let set = self.store.set_aliases(
@@ -703,7 +863,11 @@ impl Controller {
     // ---------------------------------------------------------------- reads
 
     /// Status of every (environment, app) matching the filter.
-    pub fn status(&self, app: Option<&str>, env: Option<&str>) -> Result<serde_json::Value, ApiError> {
+    pub fn status(
+        &self,
+        app: Option<&str>,
+        env: Option<&str>,
+    ) -> Result<serde_json::Value, ApiError> {
         let mut envs = Vec::new();
         for env_c in self.config.envs.values() {
             if env.is_some_and(|e| e != env_c.name) {
@@ -726,18 +890,37 @@ impl Controller {
             }));
         }
         if envs.is_empty() {
-            return Err(ApiError::NotFound(format!("environment {:?} is not in the configuration", env.unwrap_or(""))));
+            return Err(ApiError::NotFound(format!(
+                "environment {:?} is not in the configuration",
+                env.unwrap_or("")
+            )));
         }
         Ok(json!({ "environments": envs }))
     }
 
-    fn app_status(&self, app_c: &AppConfig, env_c: &EnvConfig) -> Result<serde_json::Value, ApiError> {
+    fn app_status(
+        &self,
+        app_c: &AppConfig,
+        env_c: &EnvConfig,
+    ) -> Result<serde_json::Value, ApiError> {
         let (app, env) = (app_c.name.as_str(), env_c.name.as_str());
         let aliases: AliasSet = self.store.aliases(app, env)?;
         let versions = self.store.versions(app, env)?;
-        let active = self.store.active_rollouts()?.into_iter().find(|r| r.app == app && r.env == env);
-        let last = self.store.rollouts(&Filter { app: Some(app.into()), env: Some(env.into()), limit: Some(1) })?;
-        let traffic: Vec<_> = aliases.live.map(|v| json!({ "version": v, "weight_percent": 100.0 })).into_iter().collect();
+        let active = self
+            .store
+            .active_rollouts()?
+            .into_iter()
+            .find(|r| r.app == app && r.env == env);
+        let last = self.store.rollouts(&Filter {
+            app: Some(app.into()),
+            env: Some(env.into()),
+            limit: Some(1),
+        })?;
+        let traffic: Vec<_> = aliases
+            .live
+            .map(|v| json!({ "version": v, "weight_percent": 100.0 }))
+            .into_iter()
+            .collect();
         let shown: Vec<_> = versions
             .iter()
             .rev()
@@ -808,20 +991,29 @@ impl Controller {
     }
 
     /// The last lines of the log of each instance of a version (default: live).
-    pub fn logs(&self, app: &str, env: &str, version: Option<u64>, lines: usize) -> Result<serde_json::Value, ApiError> {
+    pub fn logs(
+        &self,
+        app: &str,
+        env: &str,
+        version: Option<u64>,
+        lines: usize,
+    ) -> Result<serde_json::Value, ApiError> {
         let (app_c, _) = self.app_env(app, env)?;
-        let v = match version {
-            Some(v) => v,
-            None => self
-                .store
-                .aliases(app, env)?
-                .live
-                .ok_or_else(|| ApiError::NotFound(format!("{app}/{env} has no live version")))?,
-        };
+        let v =
+            match version {
+                Some(v) => v,
+                None => self.store.aliases(app, env)?.live.ok_or_else(|| {
+                    ApiError::NotFound(format!("{app}/{env} has no live version"))
+                })?,
+            };
         self.store.version(app, env, v)?;
         let mut out = Vec::new();
         for i in 0..app_c.instances {
-            let path = self.logs_dir.join(app).join(env).join(format!("v{v}.{i}.log"));
+            let path = self
+                .logs_dir
+                .join(app)
+                .join(env)
+                .join(format!("v{v}.{i}.log"));
             let tail = rollgate_runtime::log_tail(&path, lines).unwrap_or_default();
             out.push(json!({ "instance": format!("{app}.{env}.v{v}.{i}"), "path": path.display().to_string(), "lines": tail }));
         }
@@ -846,7 +1038,9 @@ fn describe_status(s: &InstanceStatus) -> String {
         InstanceStatus::Starting => "starting".to_string(),
         InstanceStatus::Healthy => "healthy".to_string(),
         InstanceStatus::Unhealthy { reason } => format!("unhealthy ({reason})"),
-        InstanceStatus::Restarting { exit, restarts, .. } => format!("restarting after {exit} (restart {restarts})"),
+        InstanceStatus::Restarting { exit, restarts, .. } => {
+            format!("restarting after {exit} (restart {restarts})")
+        }
         InstanceStatus::Exited { exit } => format!("exited ({exit})"),
         InstanceStatus::Stopped => "stopped".to_string(),
     }
@@ -857,20 +1051,36 @@ fn describe(next: &Rollout, event: &Event) -> (String, String) {
     let v = next.version;
     let (kind, msg) = match event {
         Event::InstancesHealthy => ("instances_healthy", format!("v{v} is healthy")),
-        Event::InstancesFailed { reason } => ("instances_failed", format!("v{v} did not become healthy: {reason}")),
+        Event::InstancesFailed { reason } => (
+            "instances_failed",
+            format!("v{v} did not become healthy: {reason}"),
+        ),
         Event::SmokePassed => ("smoke_passed", format!("v{v} passed its smoke tests")),
-        Event::SmokeFailed { reason } => ("smoke_failed", format!("v{v} failed a smoke test: {reason}")),
+        Event::SmokeFailed { reason } => (
+            "smoke_failed",
+            format!("v{v} failed a smoke test: {reason}"),
+        ),
         Event::Switched => (
             "switched",
-            format!("live switched to v{v}; monitoring until {}", next.monitor_until.map(rfc3339).unwrap_or_default()),
+            format!(
+                "live switched to v{v}; monitoring until {}",
+                next.monitor_until.map(rfc3339).unwrap_or_default()
+            ),
         ),
-        Event::MonitorFailed { reason } => ("monitor_failed", format!("v{v} failed while monitored: {reason}")),
+        Event::MonitorFailed { reason } => (
+            "monitor_failed",
+            format!("v{v} failed while monitored: {reason}"),
+        ),
         Event::MonitorElapsed => ("monitor_passed", format!("v{v} passed its monitor window")),
         Event::Cancel { by } => ("cancelled", format!("cancelled by {by}")),
-        Event::Recovered => ("recovered", "the control plane restarted during this rollout".to_string()),
+        Event::Recovered => (
+            "recovered",
+            "the control plane restarted during this rollout".to_string(),
+        ),
     };
+    // A terminal event's reason already says what happened; repeating the cause reads badly.
     let msg = match (&next.reason, next.phase.is_terminal()) {
-        (Some(reason), true) => format!("{msg} — {}: {reason}", next.phase),
+        (Some(reason), true) => format!("{}: {reason}", next.phase.as_str().replace('_', " ")),
         _ => msg,
     };
     (kind.to_string(), msg)

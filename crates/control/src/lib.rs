@@ -37,11 +37,18 @@ pub const TOKEN_FILE: &str = "token";
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Store(#[from] rollgate_store::StoreError),
     #[error("{what}: cannot listen on {addr}: {source}")]
-    Bind { what: String, addr: SocketAddr, source: std::io::Error },
+    Bind {
+        what: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("gateway of environment {env}: {message}")]
     Gateway { env: String, message: String },
     #[error("process driver: {0}")]
@@ -59,7 +66,10 @@ pub struct ServeInfo {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ServerError + '_ {
-    move |source| ServerError::Io { path: path.display().to_string(), source }
+    move |source| ServerError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 /// Reads the token from the data directory, creating it (mode 0600) on first start.
@@ -81,7 +91,8 @@ pub fn ensure_token(data_dir: &Path) -> Result<String, ServerError> {
         .mode(0o600)
         .open(&path)
         .map_err(io_err(&path))?;
-    f.write_all(format!("{token}\n").as_bytes()).map_err(io_err(&path))?;
+    f.write_all(format!("{token}\n").as_bytes())
+        .map_err(io_err(&path))?;
     f.sync_all().map_err(io_err(&path))?;
     Ok(token)
 }
@@ -94,17 +105,29 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_ready: impl FnOnce(&ServeInfo),
 ) -> Result<(), ServerError> {
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&data_dir).map_err(io_err(&data_dir))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&data_dir)
+        .map_err(io_err(&data_dir))?;
     for sub in ["logs", "run", "artifacts"] {
         let p = data_dir.join(sub);
         std::fs::create_dir_all(&p).map_err(io_err(&p))?;
     }
     let token = ensure_token(&data_dir)?;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data_dir.join("state.db"))?);
-    let driver = Arc::new(ProcessDriver::new(data_dir.join("run")).map_err(|e| ServerError::Runtime(e.to_string()))?);
-    let reaped = driver.reap_orphans().map_err(|e| ServerError::Runtime(e.to_string()))?;
+    let driver = Arc::new(
+        ProcessDriver::new(data_dir.join("run"))
+            .map_err(|e| ServerError::Runtime(e.to_string()))?,
+    );
+    let reaped = driver
+        .reap_orphans()
+        .map_err(|e| ServerError::Runtime(e.to_string()))?;
     if reaped > 0 {
-        tracing::warn!(count = reaped, "stopped instances left running by a previous control plane");
+        tracing::warn!(
+            count = reaped,
+            "stopped instances left running by a previous control plane"
+        );
     }
 
     let mut gateways = BTreeMap::new();
@@ -113,22 +136,35 @@ pub async fn serve(
         let gw = Gateway::bind(GatewayConfig {
             env: env.name.clone(),
             listen: env.listen,
-            access_log: Some(data_dir.join("logs").join(format!("access-{}.log", env.name))),
+            access_log: Some(
+                data_dir
+                    .join("logs")
+                    .join(format!("access-{}.log", env.name)),
+            ),
             ..GatewayConfig::default()
         })
         .await
-        .map_err(|e| ServerError::Gateway { env: env.name.clone(), message: e.to_string() })?;
+        .map_err(|e| ServerError::Gateway {
+            env: env.name.clone(),
+            message: e.to_string(),
+        })?;
         gateways.insert(
             env.name.clone(),
-            controller::EnvGateway { addr: gw.local_addr(), routes: gw.routes(), metrics: gw.metrics() },
+            controller::EnvGateway {
+                addr: gw.local_addr(),
+                routes: gw.routes(),
+                metrics: gw.metrics(),
+            },
         );
         bound.push(gw);
     }
-    let control = tokio::net::TcpListener::bind(config.server.control).await.map_err(|source| ServerError::Bind {
-        what: "control API (server.control)".to_string(),
-        addr: config.server.control,
-        source,
-    })?;
+    let control = tokio::net::TcpListener::bind(config.server.control)
+        .await
+        .map_err(|source| ServerError::Bind {
+            what: "control API (server.control)".to_string(),
+            addr: config.server.control,
+            source,
+        })?;
     let control_addr = control.local_addr().map_err(io_err(&data_dir))?;
 
     let config = Arc::new(config);
@@ -174,7 +210,10 @@ pub async fn serve(
 
     let info = ServeInfo {
         control: format!("http://{control_addr}"),
-        gateways: gateways.iter().map(|(k, g)| (k.clone(), g.addr.to_string())).collect(),
+        gateways: gateways
+            .iter()
+            .map(|(k, g)| (k.clone(), g.addr.to_string()))
+            .collect(),
         pid: std::process::id(),
     };
     write_serve_file(&data_dir, &info)?;
@@ -184,7 +223,10 @@ pub async fn serve(
     tracing::info!("shutting down: draining gateways, then stopping instances");
     let _ = stop_tx.send(true);
     refresher.abort();
-    let drained = tokio::time::timeout(Duration::from_secs(15), async { while tasks.join_next().await.is_some() {} }).await;
+    let drained = tokio::time::timeout(Duration::from_secs(15), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
     if drained.is_err() {
         tracing::warn!("listeners did not drain within 15s");
     }
@@ -196,7 +238,8 @@ pub async fn serve(
 fn write_serve_file(data_dir: &Path, info: &ServeInfo) -> Result<(), ServerError> {
     let path = data_dir.join(SERVE_FILE);
     let tmp = data_dir.join(format!("{SERVE_FILE}.tmp"));
-    let text = serde_json::to_string_pretty(info).map_err(|e| io_err(&path)(std::io::Error::other(e)))?;
+    let text =
+        serde_json::to_string_pretty(info).map_err(|e| io_err(&path)(std::io::Error::other(e)))?;
     std::fs::write(&tmp, text).map_err(io_err(&tmp))?;
     std::fs::rename(&tmp, &path).map_err(io_err(&path))
 }

@@ -19,7 +19,9 @@ pub fn check_client() -> CheckClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(std::time::Duration::from_secs(2)));
-    Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build(connector)
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build(connector)
 }
 
 /// The result of one smoke test against one instance.
@@ -77,13 +79,27 @@ async fn run_one(client: &CheckClient, t: &SmokeTest, id: &str, addr: SocketAddr
         Err(e) => return done(false, format!("an invalid request ({e})")),
     };
     let exchange = async {
-        let resp = client.request(req).await.map_err(|e| format!("no response ({e})"))?;
+        let resp = client
+            .request(req)
+            .await
+            .map_err(|e| format!("no response ({e})"))?;
         let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await.map_err(|e| format!("a broken body ({e})"))?.to_bytes();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("a broken body ({e})"))?
+            .to_bytes();
         Ok::<_, String>((status, body))
     };
     match tokio::time::timeout(t.timeout, exchange).await {
-        Err(_) => done(false, format!("no response within {}", humantime::format_duration(t.timeout))),
+        Err(_) => done(
+            false,
+            format!(
+                "no response within {}",
+                humantime::format_duration(t.timeout)
+            ),
+        ),
         Ok(Err(e)) => done(false, e),
         Ok(Ok((status, body))) => {
             if status != t.status {
@@ -92,7 +108,10 @@ async fn run_one(client: &CheckClient, t: &SmokeTest, id: &str, addr: SocketAddr
             if let Some(needle) = &t.body_contains
                 && !String::from_utf8_lossy(&body).contains(needle.as_str())
             {
-                return done(false, format!("status {status} but the body lacks {needle:?}"));
+                return done(
+                    false,
+                    format!("status {status} but the body lacks {needle:?}"),
+                );
             }
             done(true, format!("status {status}"))
         }

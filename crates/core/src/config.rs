@@ -166,7 +166,10 @@ mod ms {
 impl Config {
     /// Parses and validates configuration text; `file` is used in error messages only.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
-        let mut cx = Cx { file: file.to_string(), errors: Vec::new() };
+        let mut cx = Cx {
+            file: file.to_string(),
+            errors: Vec::new(),
+        };
         let root: toml::Table = match text.parse::<toml::Table>() {
             Ok(t) => t,
             Err(e) => {
@@ -180,10 +183,17 @@ impl Config {
                     None => "syntax".to_string(),
                 };
                 let message = format!("invalid TOML: {}", e.message().trim());
-                return Err(ConfigErrors(vec![ConfigError { file: cx.file, key, message }]));
+                return Err(ConfigErrors(vec![ConfigError {
+                    file: cx.file,
+                    key,
+                    message,
+                }]));
             }
         };
-        let root_t = T { key: String::new(), table: &root };
+        let root_t = T {
+            key: String::new(),
+            table: &root,
+        };
         cx.only(&root_t, &["server", "app", "env"]);
 
         let server = match root_t.table("server", &mut cx) {
@@ -192,11 +202,14 @@ impl Config {
                 ServerConfig {
                     control: t
                         .addr("control", &mut cx)
-                        .unwrap_or_else(|| default_control_listen()),
+                        .unwrap_or_else(default_control_listen),
                     data_dir: t.string("data_dir", &mut cx).map(PathBuf::from),
                 }
             }
-            None => ServerConfig { control: default_control_listen(), data_dir: None },
+            None => ServerConfig {
+                control: default_control_listen(),
+                data_dir: None,
+            },
         };
 
         let mut apps = BTreeMap::new();
@@ -266,52 +279,110 @@ fn default_control_listen() -> SocketAddr {
 fn parse_app(name: &str, t: &T<'_>, cx: &mut Cx) -> Option<AppConfig> {
     cx.only(
         t,
-        &["run", "workdir", "env", "instances", "stop_grace", "hosts", "path_prefix", "health", "smoke"],
+        &[
+            "run",
+            "workdir",
+            "env",
+            "instances",
+            "stop_grace",
+            "hosts",
+            "path_prefix",
+            "health",
+            "smoke",
+        ],
     );
     let before = cx.errors.len();
     let run = t.string("run", cx);
     if run.is_none() && !t.table.contains_key("run") {
-        cx.err(&t.child("run"), "expected the command that starts an instance, e.g. \"./api --port ${PORT}\"".to_string());
+        cx.err(
+            &t.child("run"),
+            "expected the command that starts an instance, e.g. \"./api --port ${PORT}\""
+                .to_string(),
+        );
     }
     if let Some(r) = &run
         && r.trim().is_empty()
     {
         cx.err(&t.child("run"), "expected a non-empty command".to_string());
     }
-    let workdir = t.string("workdir", cx).map_or_else(|| PathBuf::from("."), PathBuf::from);
-    if workdir.is_absolute() || workdir.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-        cx.err(&t.child("workdir"), format!("expected a path inside the artifact (relative, without '..'), got {:?}", workdir.display().to_string()));
+    let workdir = t
+        .string("workdir", cx)
+        .map_or_else(|| PathBuf::from("."), PathBuf::from);
+    if workdir.is_absolute()
+        || workdir
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        cx.err(
+            &t.child("workdir"),
+            format!(
+                "expected a path inside the artifact (relative, without '..'), got {:?}",
+                workdir.display().to_string()
+            ),
+        );
     }
     let env = t.string_map("env", cx).unwrap_or_default();
     for k in env.keys() {
         if k.is_empty() || k.contains('=') || k.contains('\0') {
-            cx.err(&t.child("env"), format!("invalid environment variable name {k:?}"));
+            cx.err(
+                &t.child("env"),
+                format!("invalid environment variable name {k:?}"),
+            );
         }
     }
     let instances = t.int("instances", 1, 64, cx).map_or(1, |n| n as u32);
-    let stop_grace = t.duration("stop_grace", cx).unwrap_or(Duration::from_secs(10));
+    let stop_grace = t
+        .duration("stop_grace", cx)
+        .unwrap_or(Duration::from_secs(10));
     let hosts = t.string_list("hosts", cx).unwrap_or_default();
-    let path_prefix = t.string("path_prefix", cx).unwrap_or_else(|| "/".to_string());
+    let path_prefix = t
+        .string("path_prefix", cx)
+        .unwrap_or_else(|| "/".to_string());
     if !path_prefix.starts_with('/') {
-        cx.err(&t.child("path_prefix"), format!("expected a path starting with '/', got {path_prefix:?}"));
+        cx.err(
+            &t.child("path_prefix"),
+            format!("expected a path starting with '/', got {path_prefix:?}"),
+        );
     }
 
     let health = match t.table("health", cx) {
         Some(h) => {
-            cx.only(&h, &["path", "interval", "timeout", "healthy", "unhealthy", "deadline"]);
+            cx.only(
+                &h,
+                &[
+                    "path",
+                    "interval",
+                    "timeout",
+                    "healthy",
+                    "unhealthy",
+                    "deadline",
+                ],
+            );
             let hc = HealthConfig {
-                path: h.string("path", cx).unwrap_or_else(|| "/health".to_string()),
+                path: h
+                    .string("path", cx)
+                    .unwrap_or_else(|| "/health".to_string()),
                 interval: h.duration("interval", cx).unwrap_or(Duration::from_secs(1)),
-                timeout: h.duration("timeout", cx).unwrap_or(Duration::from_millis(500)),
+                timeout: h
+                    .duration("timeout", cx)
+                    .unwrap_or(Duration::from_millis(500)),
                 healthy: h.int("healthy", 1, 100, cx).map_or(2, |n| n as u32),
                 unhealthy: h.int("unhealthy", 1, 100, cx).map_or(3, |n| n as u32),
-                deadline: h.duration("deadline", cx).unwrap_or(Duration::from_secs(60)),
+                deadline: h
+                    .duration("deadline", cx)
+                    .unwrap_or(Duration::from_secs(60)),
             };
             if !hc.path.starts_with('/') {
-                cx.err(&h.child("path"), format!("expected a path starting with '/', got {:?}", hc.path));
+                cx.err(
+                    &h.child("path"),
+                    format!("expected a path starting with '/', got {:?}", hc.path),
+                );
             }
             if hc.timeout > hc.interval {
-                cx.err(&h.child("timeout"), "expected a timeout no longer than the interval".to_string());
+                cx.err(
+                    &h.child("timeout"),
+                    "expected a timeout no longer than the interval".to_string(),
+                );
             }
             hc
         }
@@ -339,11 +410,20 @@ fn parse_app(name: &str, t: &T<'_>, cx: &mut Cx) -> Option<AppConfig> {
                                 smoke.push(test);
                             }
                         }
-                        None => cx.err(&ikey, format!("expected a table like {{ path = \"/\", status = 200 }}, got {}", item.type_str())),
+                        None => cx.err(
+                            &ikey,
+                            format!(
+                                "expected a table like {{ path = \"/\", status = 200 }}, got {}",
+                                item.type_str()
+                            ),
+                        ),
                     }
                 }
             }
-            None => cx.err(&key, format!("expected an array of tables, got {}", v.type_str())),
+            None => cx.err(
+                &key,
+                format!("expected an array of tables, got {}", v.type_str()),
+            ),
         }
     }
 
@@ -365,16 +445,38 @@ fn parse_app(name: &str, t: &T<'_>, cx: &mut Cx) -> Option<AppConfig> {
 }
 
 fn parse_smoke(s: &T<'_>, cx: &mut Cx) -> Option<SmokeTest> {
-    cx.only(s, &["method", "path", "headers", "status", "body_contains", "timeout"]);
+    cx.only(
+        s,
+        &[
+            "method",
+            "path",
+            "headers",
+            "status",
+            "body_contains",
+            "timeout",
+        ],
+    );
     let before = cx.errors.len();
-    let method = s.string("method", cx).unwrap_or_else(|| "GET".to_string()).to_ascii_uppercase();
+    let method = s
+        .string("method", cx)
+        .unwrap_or_else(|| "GET".to_string())
+        .to_ascii_uppercase();
     if method.is_empty() || !method.chars().all(|c| c.is_ascii_alphabetic()) {
-        cx.err(&s.child("method"), format!("expected an HTTP method like GET, got {method:?}"));
+        cx.err(
+            &s.child("method"),
+            format!("expected an HTTP method like GET, got {method:?}"),
+        );
     }
     let path = s.string("path", cx);
     match &path {
-        None if !s.table.contains_key("path") => cx.err(&s.child("path"), "expected the path to request, e.g. \"/api/users\"".to_string()),
-        Some(p) if !p.starts_with('/') => cx.err(&s.child("path"), format!("expected a path starting with '/', got {p:?}")),
+        None if !s.table.contains_key("path") => cx.err(
+            &s.child("path"),
+            "expected the path to request, e.g. \"/api/users\"".to_string(),
+        ),
+        Some(p) if !p.starts_with('/') => cx.err(
+            &s.child("path"),
+            format!("expected a path starting with '/', got {p:?}"),
+        ),
         _ => {}
     }
     let test = SmokeTest {
@@ -388,17 +490,38 @@ fn parse_smoke(s: &T<'_>, cx: &mut Cx) -> Option<SmokeTest> {
     (cx.errors.len() == before).then_some(test)
 }
 
-fn parse_env(name: &str, t: &T<'_>, apps: &BTreeMap<String, AppConfig>, cx: &mut Cx) -> Option<EnvConfig> {
-    cx.only(t, &["listen", "strategy", "monitor", "rollback_when", "min_requests", "apps"]);
+fn parse_env(
+    name: &str,
+    t: &T<'_>,
+    apps: &BTreeMap<String, AppConfig>,
+    cx: &mut Cx,
+) -> Option<EnvConfig> {
+    cx.only(
+        t,
+        &[
+            "listen",
+            "strategy",
+            "monitor",
+            "rollback_when",
+            "min_requests",
+            "apps",
+        ],
+    );
     let before = cx.errors.len();
     let listen = t.addr("listen", cx);
     if listen.is_none() && !t.table.contains_key("listen") {
-        cx.err(&t.child("listen"), "expected the gateway's listen address, e.g. \"127.0.0.1:8080\"".to_string());
+        cx.err(
+            &t.child("listen"),
+            "expected the gateway's listen address, e.g. \"127.0.0.1:8080\"".to_string(),
+        );
     }
     let strategy = match t.string("strategy", cx).as_deref() {
         None | Some("blue-green") => Strategy::BlueGreen,
         Some(other) => {
-            cx.err(&t.child("strategy"), format!("expected \"blue-green\", got {other:?}"));
+            cx.err(
+                &t.child("strategy"),
+                format!("expected \"blue-green\", got {other:?}"),
+            );
             Strategy::BlueGreen
         }
     };
@@ -419,12 +542,17 @@ fn parse_env(name: &str, t: &T<'_>, apps: &BTreeMap<String, AppConfig>, cx: &mut
             }
         }
     }
-    let min_requests = t.int("min_requests", 1, 1_000_000, cx).map_or(20, |n| n as u64);
+    let min_requests = t
+        .int("min_requests", 1, 1_000_000, cx)
+        .map_or(20, |n| n as u64);
     let env_apps = match t.string_list("apps", cx) {
         Some(list) => {
             for a in &list {
                 if !apps.contains_key(a) {
-                    cx.err(&t.child("apps"), format!("unknown app {a:?}; apps defined: {}", names(apps.keys())));
+                    cx.err(
+                        &t.child("apps"),
+                        format!("unknown app {a:?}; apps defined: {}", names(apps.keys())),
+                    );
                 }
             }
             list
@@ -447,7 +575,11 @@ fn parse_env(name: &str, t: &T<'_>, apps: &BTreeMap<String, AppConfig>, cx: &mut
 
 fn names<'a>(it: impl Iterator<Item = &'a String>) -> String {
     let v: Vec<&str> = it.map(String::as_str).collect();
-    if v.is_empty() { "none".to_string() } else { v.join(", ") }
+    if v.is_empty() {
+        "none".to_string()
+    } else {
+        v.join(", ")
+    }
 }
 
 /// Checks that span sections: listen addresses clash nowhere, routes are unambiguous.
@@ -465,7 +597,10 @@ fn check_cross(
         let key = format!("env.{}.listen", env.name);
         if env.listen.port() != 0 {
             if let Some(other) = seen.get(&env.listen) {
-                cx.err(&key, format!("address {} is already used by {other}", env.listen));
+                cx.err(
+                    &key,
+                    format!("address {} is already used by {other}", env.listen),
+                );
             } else {
                 seen.insert(env.listen, key);
             }
@@ -494,13 +629,20 @@ struct Cx {
 
 impl Cx {
     fn err(&mut self, key: &str, message: String) {
-        self.errors.push(ConfigError { file: self.file.clone(), key: key.to_string(), message });
+        self.errors.push(ConfigError {
+            file: self.file.clone(),
+            key: key.to_string(),
+            message,
+        });
     }
 
     fn only(&mut self, t: &T<'_>, allowed: &[&str]) {
         for k in t.table.keys() {
             if !allowed.contains(&k.as_str()) {
-                self.err(&t.child(k), format!("unknown key; expected one of: {}", allowed.join(", ")));
+                self.err(
+                    &t.child(k),
+                    format!("unknown key; expected one of: {}", allowed.join(", ")),
+                );
             }
         }
     }
@@ -514,15 +656,25 @@ struct T<'a> {
 
 impl<'a> T<'a> {
     fn child(&self, k: &str) -> String {
-        if self.key.is_empty() { k.to_string() } else { format!("{}.{k}", self.key) }
+        if self.key.is_empty() {
+            k.to_string()
+        } else {
+            format!("{}.{k}", self.key)
+        }
     }
 
     fn table(&self, k: &str, cx: &mut Cx) -> Option<T<'a>> {
         let v = self.table.get(k)?;
         match v.as_table() {
-            Some(table) => Some(T { key: self.child(k), table }),
+            Some(table) => Some(T {
+                key: self.child(k),
+                table,
+            }),
             None => {
-                cx.err(&self.child(k), format!("expected a table, got {}", v.type_str()));
+                cx.err(
+                    &self.child(k),
+                    format!("expected a table, got {}", v.type_str()),
+                );
                 None
             }
         }
@@ -533,7 +685,10 @@ impl<'a> T<'a> {
         match v.as_str() {
             Some(s) => Some(s.to_string()),
             None => {
-                cx.err(&self.child(k), format!("expected a string, got {}", v.type_str()));
+                cx.err(
+                    &self.child(k),
+                    format!("expected a string, got {}", v.type_str()),
+                );
                 None
             }
         }
@@ -541,9 +696,16 @@ impl<'a> T<'a> {
 
     fn string_list(&self, k: &str, cx: &mut Cx) -> Option<Vec<String>> {
         let v = self.table.get(k)?;
-        let list = v.as_array().and_then(|a| a.iter().map(|x| x.as_str().map(str::to_string)).collect::<Option<Vec<_>>>());
+        let list = v.as_array().and_then(|a| {
+            a.iter()
+                .map(|x| x.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+        });
         if list.is_none() {
-            cx.err(&self.child(k), format!("expected an array of strings, got {}", v.type_str()));
+            cx.err(
+                &self.child(k),
+                format!("expected an array of strings, got {}", v.type_str()),
+            );
         }
         list
     }
@@ -551,7 +713,10 @@ impl<'a> T<'a> {
     fn string_map(&self, k: &str, cx: &mut Cx) -> Option<BTreeMap<String, String>> {
         let v = self.table.get(k)?;
         let Some(t) = v.as_table() else {
-            cx.err(&self.child(k), format!("expected a table of strings, got {}", v.type_str()));
+            cx.err(
+                &self.child(k),
+                format!("expected a table of strings, got {}", v.type_str()),
+            );
             return None;
         };
         let mut out = BTreeMap::new();
@@ -560,7 +725,10 @@ impl<'a> T<'a> {
                 Some(s) => {
                     out.insert(name.clone(), s.to_string());
                 }
-                None => cx.err(&format!("{}.{name}", self.child(k)), format!("expected a string, got {}", val.type_str())),
+                None => cx.err(
+                    &format!("{}.{name}", self.child(k)),
+                    format!("expected a string, got {}", val.type_str()),
+                ),
             }
         }
         Some(out)
@@ -571,11 +739,17 @@ impl<'a> T<'a> {
         match v.as_integer() {
             Some(n) if (min..=max).contains(&n) => Some(n),
             Some(n) => {
-                cx.err(&self.child(k), format!("expected a whole number from {min} to {max}, got {n}"));
+                cx.err(
+                    &self.child(k),
+                    format!("expected a whole number from {min} to {max}, got {n}"),
+                );
                 None
             }
             None => {
-                cx.err(&self.child(k), format!("expected a whole number, got {}", v.type_str()));
+                cx.err(
+                    &self.child(k),
+                    format!("expected a whole number, got {}", v.type_str()),
+                );
                 None
             }
         }
@@ -585,8 +759,13 @@ impl<'a> T<'a> {
         let v = self.table.get(k)?;
         let parsed = v.as_str().and_then(|s| humantime::parse_duration(s).ok());
         if parsed.is_none() {
-            let got = v.as_str().map_or_else(|| v.type_str().to_string(), |s| format!("{s:?}"));
-            cx.err(&self.child(k), format!("expected a duration string like \"500ms\", \"30s\" or \"5m\", got {got}"));
+            let got = v
+                .as_str()
+                .map_or_else(|| v.type_str().to_string(), |s| format!("{s:?}"));
+            cx.err(
+                &self.child(k),
+                format!("expected a duration string like \"500ms\", \"30s\" or \"5m\", got {got}"),
+            );
         }
         parsed
     }
@@ -596,7 +775,10 @@ impl<'a> T<'a> {
         match s.parse::<SocketAddr>() {
             Ok(a) => Some(a),
             Err(_) => {
-                cx.err(&self.child(k), format!("expected an IP address and port like \"127.0.0.1:8080\", got {s:?}"));
+                cx.err(
+                    &self.child(k),
+                    format!("expected an IP address and port like \"127.0.0.1:8080\", got {s:?}"),
+                );
                 None
             }
         }
@@ -703,13 +885,19 @@ listen = "127.0.0.1:9000"
 listen = "127.0.0.1:9000"
 "#;
         let shown = Config::parse(text, "r.toml").unwrap_err().to_string();
-        assert!(shown.contains("env.two.listen: address 127.0.0.1:9000 is already used by env.one.listen"), "{shown}");
+        assert!(
+            shown.contains(
+                "env.two.listen: address 127.0.0.1:9000 is already used by env.one.listen"
+            ),
+            "{shown}"
+        );
         assert!(shown.contains("app.b.path_prefix"), "{shown}");
     }
 
     #[test]
     fn workdir_must_stay_inside_the_artifact() {
-        let text = "[app.a]\nrun = \"x\"\nworkdir = \"../etc\"\n[env.e]\nlisten = \"127.0.0.1:0\"\n";
+        let text =
+            "[app.a]\nrun = \"x\"\nworkdir = \"../etc\"\n[env.e]\nlisten = \"127.0.0.1:0\"\n";
         let shown = Config::parse(text, "r.toml").unwrap_err().to_string();
         assert!(shown.contains("app.a.workdir"), "{shown}");
     }

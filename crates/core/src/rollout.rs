@@ -50,17 +50,25 @@ pub enum Event {
     /// Every instance of the candidate passed its health check.
     InstancesHealthy,
     /// The candidate could not start or never became healthy.
-    InstancesFailed { reason: String },
+    InstancesFailed {
+        reason: String,
+    },
     SmokePassed,
-    SmokeFailed { reason: String },
+    SmokeFailed {
+        reason: String,
+    },
     /// `live` points at the candidate in the gateway.
     Switched,
     /// A rule or health check failed while watching the promoted version.
-    MonitorFailed { reason: String },
+    MonitorFailed {
+        reason: String,
+    },
     /// The monitor window ended without a fault.
     MonitorElapsed,
     /// An operator stopped the rollout (abort before the switch, roll back after it).
-    Cancel { by: String },
+    Cancel {
+        by: String,
+    },
     /// The control plane restarted while the rollout was active.
     Recovered,
 }
@@ -127,42 +135,64 @@ impl Rollout {
             monitor_until: None,
         };
         let actions = vec![
-            Action::SetAlias { alias: Alias::Green, version: Some(r.version) },
+            Action::SetAlias {
+                alias: Alias::Green,
+                version: Some(r.version),
+            },
             Action::StartVersion { version: r.version },
         ];
         (r, actions)
     }
 
     /// The transition for `event` at `now`.
-    pub fn next(&self, event: &Event, now: Timestamp) -> Result<(Rollout, Vec<Action>), TransitionError> {
+    pub fn next(
+        &self,
+        event: &Event,
+        now: Timestamp,
+    ) -> Result<(Rollout, Vec<Action>), TransitionError> {
         let green = self.version;
         let stop_green = || {
             vec![
-                Action::SetAlias { alias: Alias::Green, version: None },
+                Action::SetAlias {
+                    alias: Alias::Green,
+                    version: None,
+                },
                 Action::Route,
                 Action::StopVersion { version: green },
             ]
         };
         let (phase, reason, actions) = match (self.phase, event) {
-            (Phase::Deploying, Event::InstancesHealthy) => {
-                (Phase::Verifying, None, vec![Action::RunSmoke { version: green }])
-            }
+            (Phase::Deploying, Event::InstancesHealthy) => (
+                Phase::Verifying,
+                None,
+                vec![Action::RunSmoke { version: green }],
+            ),
             (Phase::Deploying, Event::InstancesFailed { reason }) => (
                 Phase::Failed,
-                Some(format!("v{green} did not become healthy: {reason}; live was not changed")),
+                Some(format!(
+                    "v{green} did not become healthy: {reason}; live was not changed"
+                )),
                 stop_green(),
             ),
             (Phase::Verifying, Event::SmokePassed) => {
-                let mut actions = vec![Action::SetAlias { alias: Alias::Live, version: Some(green) }];
+                let mut actions = vec![Action::SetAlias {
+                    alias: Alias::Live,
+                    version: Some(green),
+                }];
                 if self.from_version.is_some() {
-                    actions.push(Action::SetAlias { alias: Alias::Blue, version: self.from_version });
+                    actions.push(Action::SetAlias {
+                        alias: Alias::Blue,
+                        version: self.from_version,
+                    });
                 }
                 actions.push(Action::Route);
                 (Phase::Shifting, None, actions)
             }
             (Phase::Verifying, Event::SmokeFailed { reason }) => (
                 Phase::Failed,
-                Some(format!("v{green} failed its smoke tests: {reason}; live was not changed")),
+                Some(format!(
+                    "v{green} failed its smoke tests: {reason}; live was not changed"
+                )),
                 stop_green(),
             ),
             (Phase::Shifting, Event::Switched) => {
@@ -173,17 +203,33 @@ impl Rollout {
             }
             (Phase::Monitoring, Event::MonitorFailed { reason }) => self.back_to_blue(reason),
             (Phase::Monitoring, Event::MonitorElapsed) => {
-                let mut actions = vec![Action::SetAlias { alias: Alias::Green, version: None }];
-                if let Some(old) = self.prev_blue.filter(|v| Some(*v) != self.from_version && *v != green) {
+                let mut actions = vec![Action::SetAlias {
+                    alias: Alias::Green,
+                    version: None,
+                }];
+                if let Some(old) = self
+                    .prev_blue
+                    .filter(|v| Some(*v) != self.from_version && *v != green)
+                {
                     actions.push(Action::StopVersion { version: old });
                 }
-                let reason = format!("v{green} is live; v{} stays warm as blue", self.from_version.map_or_else(|| "-".to_string(), |v| v.to_string()));
-                let reason = if self.from_version.is_some() { reason } else { format!("v{green} is live") };
+                let reason = format!(
+                    "v{green} is live; v{} stays warm as blue",
+                    self.from_version
+                        .map_or_else(|| "-".to_string(), |v| v.to_string())
+                );
+                let reason = if self.from_version.is_some() {
+                    reason
+                } else {
+                    format!("v{green} is live")
+                };
                 (Phase::Succeeded, Some(reason), actions)
             }
             (Phase::Deploying | Phase::Verifying | Phase::Shifting, Event::Cancel { by }) => (
                 Phase::Aborted,
-                Some(format!("aborted by {by} before v{green} took traffic; live was not changed")),
+                Some(format!(
+                    "aborted by {by} before v{green} took traffic; live was not changed"
+                )),
                 stop_green(),
             ),
             (Phase::Monitoring, Event::Cancel { by }) => {
@@ -199,12 +245,20 @@ impl Rollout {
             ),
             (Phase::Monitoring, Event::Recovered) => {
                 let until = now.after(Duration::from_millis(self.monitor_ms));
-                let mut r = self.moved(Phase::Monitoring, Some("resumed monitoring after a control-plane restart".to_string()), now);
+                let mut r = self.moved(
+                    Phase::Monitoring,
+                    Some("resumed monitoring after a control-plane restart".to_string()),
+                    now,
+                );
                 r.monitor_until = Some(until);
                 return Ok((r, vec![Action::Route, Action::Monitor { until }]));
             }
             (phase, event) => {
-                return Err(TransitionError { id: self.id, phase, event: event_name(event).to_string() });
+                return Err(TransitionError {
+                    id: self.id,
+                    phase,
+                    event: event_name(event).to_string(),
+                });
             }
         };
         Ok((self.moved(phase, reason, now), actions))
@@ -217,9 +271,18 @@ impl Rollout {
                 Phase::RolledBack,
                 Some(format!("{why}; live is back on v{blue}")),
                 vec![
-                    Action::SetAlias { alias: Alias::Live, version: Some(blue) },
-                    Action::SetAlias { alias: Alias::Blue, version: self.prev_blue.filter(|v| *v != blue) },
-                    Action::SetAlias { alias: Alias::Green, version: None },
+                    Action::SetAlias {
+                        alias: Alias::Live,
+                        version: Some(blue),
+                    },
+                    Action::SetAlias {
+                        alias: Alias::Blue,
+                        version: self.prev_blue.filter(|v| *v != blue),
+                    },
+                    Action::SetAlias {
+                        alias: Alias::Green,
+                        version: None,
+                    },
                     Action::Route,
                     Action::StopVersion { version: green },
                 ],
@@ -228,8 +291,13 @@ impl Rollout {
             // turn a degraded service into none at all, so it stays live and the rollout fails.
             None => (
                 Phase::Failed,
-                Some(format!("{why}; there is no previous version to roll back to, so v{green} stays live")),
-                vec![Action::SetAlias { alias: Alias::Green, version: None }],
+                Some(format!(
+                    "{why}; there is no previous version to roll back to, so v{green} stays live"
+                )),
+                vec![Action::SetAlias {
+                    alias: Alias::Green,
+                    version: None,
+                }],
             ),
         }
     }
@@ -303,33 +371,63 @@ mod tests {
     fn happy_path_switches_after_smoke_and_stops_the_version_before_blue() {
         let r = new(Some(2), Some(1));
         let (r, a) = step(&r, Event::InstancesHealthy, 2_000);
-        assert_eq!((r.phase, a), (Phase::Verifying, vec![Action::RunSmoke { version: 3 }]));
+        assert_eq!(
+            (r.phase, a),
+            (Phase::Verifying, vec![Action::RunSmoke { version: 3 }])
+        );
         let (r, a) = step(&r, Event::SmokePassed, 3_000);
         assert_eq!(r.phase, Phase::Shifting);
-        assert_eq!(aliases(&a), vec![(Alias::Live, Some(3)), (Alias::Blue, Some(2))]);
+        assert_eq!(
+            aliases(&a),
+            vec![(Alias::Live, Some(3)), (Alias::Blue, Some(2))]
+        );
         assert_eq!(a.last(), Some(&Action::Route));
         let (r, a) = step(&r, Event::Switched, 3_100);
         assert_eq!(r.monitor_until, Some(Timestamp(33_100)));
-        assert_eq!(a, vec![Action::Monitor { until: Timestamp(33_100) }]);
+        assert_eq!(
+            a,
+            vec![Action::Monitor {
+                until: Timestamp(33_100)
+            }]
+        );
         let (r, a) = step(&r, Event::MonitorElapsed, 33_100);
         assert_eq!(r.phase, Phase::Succeeded);
         assert_eq!(r.finished_at, Some(Timestamp(33_100)));
         assert!(a.contains(&Action::StopVersion { version: 1 }));
-        assert!(!a.contains(&Action::StopVersion { version: 2 }), "blue stays warm");
+        assert!(
+            !a.contains(&Action::StopVersion { version: 2 }),
+            "blue stays warm"
+        );
         assert!(r.reason.unwrap().contains("v2 stays warm"));
     }
 
     #[test]
     fn failures_before_the_switch_never_touch_live() {
         for (r, e) in [
-            (new(Some(2), None), Event::InstancesFailed { reason: "exit 1".into() }),
-            (step(&new(Some(2), None), Event::InstancesHealthy, 2).0, Event::SmokeFailed { reason: "GET / → 500".into() }),
+            (
+                new(Some(2), None),
+                Event::InstancesFailed {
+                    reason: "exit 1".into(),
+                },
+            ),
+            (
+                step(&new(Some(2), None), Event::InstancesHealthy, 2).0,
+                Event::SmokeFailed {
+                    reason: "GET / → 500".into(),
+                },
+            ),
             (new(Some(2), None), Event::Cancel { by: "ada".into() }),
-            (step(&new(Some(2), None), Event::InstancesHealthy, 2).0, Event::Recovered),
+            (
+                step(&new(Some(2), None), Event::InstancesHealthy, 2).0,
+                Event::Recovered,
+            ),
         ] {
             let (after, a) = step(&r, e, 5);
             assert!(after.phase.is_terminal());
-            assert!(aliases(&a).iter().all(|(alias, _)| *alias == Alias::Green), "{a:?}");
+            assert!(
+                aliases(&a).iter().all(|(alias, _)| *alias == Alias::Green),
+                "{a:?}"
+            );
             assert!(a.contains(&Action::StopVersion { version: 3 }));
             assert!(after.reason.unwrap().contains("live was not changed"));
         }
@@ -341,9 +439,22 @@ mod tests {
         let (r, _) = step(&r, Event::InstancesHealthy, 2);
         let (r, _) = step(&r, Event::SmokePassed, 3);
         let (r, _) = step(&r, Event::Switched, 4);
-        let (r, a) = step(&r, Event::MonitorFailed { reason: "FAIL: error_rate > 5%".into() }, 5);
+        let (r, a) = step(
+            &r,
+            Event::MonitorFailed {
+                reason: "FAIL: error_rate > 5%".into(),
+            },
+            5,
+        );
         assert_eq!(r.phase, Phase::RolledBack);
-        assert_eq!(aliases(&a), vec![(Alias::Live, Some(2)), (Alias::Blue, Some(1)), (Alias::Green, None)]);
+        assert_eq!(
+            aliases(&a),
+            vec![
+                (Alias::Live, Some(2)),
+                (Alias::Blue, Some(1)),
+                (Alias::Green, None)
+            ]
+        );
         assert!(a.contains(&Action::StopVersion { version: 3 }));
         assert!(r.reason.unwrap().contains("live is back on v2"));
     }
@@ -369,16 +480,32 @@ mod tests {
         let (r, a) = step(&r, Event::Recovered, 100_000);
         assert_eq!(r.phase, Phase::Monitoring);
         assert_eq!(r.monitor_until, Some(Timestamp(130_000)));
-        assert_eq!(a, vec![Action::Route, Action::Monitor { until: Timestamp(130_000) }]);
+        assert_eq!(
+            a,
+            vec![
+                Action::Route,
+                Action::Monitor {
+                    until: Timestamp(130_000)
+                }
+            ]
+        );
     }
 
     #[test]
     fn terminal_rollouts_accept_no_event() {
         let (done, _) = step(&new(None, None), Event::Cancel { by: "x".into() }, 2);
-        for e in [Event::InstancesHealthy, Event::Recovered, Event::Cancel { by: "y".into() }] {
+        for e in [
+            Event::InstancesHealthy,
+            Event::Recovered,
+            Event::Cancel { by: "y".into() },
+        ] {
             let err = done.next(&e, Timestamp(3)).unwrap_err();
             assert_eq!(err.phase, Phase::Aborted);
         }
-        assert!(new(None, None).next(&Event::Switched, Timestamp(3)).is_err());
+        assert!(
+            new(None, None)
+                .next(&Event::Switched, Timestamp(3))
+                .is_err()
+        );
     }
 }

@@ -63,10 +63,24 @@ pub struct TrafficStats {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "verdict", rename_all = "snake_case")]
 pub enum RuleVerdict {
-    Pass { rule: String, value: f64, threshold: f64, requests: u64 },
-    Fail { rule: String, value: f64, threshold: f64, requests: u64 },
+    Pass {
+        rule: String,
+        value: f64,
+        threshold: f64,
+        requests: u64,
+    },
+    Fail {
+        rule: String,
+        value: f64,
+        threshold: f64,
+        requests: u64,
+    },
     /// Too little traffic to judge; never counted as a pass.
-    Inconclusive { rule: String, requests: u64, min_requests: u64 },
+    Inconclusive {
+        rule: String,
+        requests: u64,
+        min_requests: u64,
+    },
 }
 
 impl RuleVerdict {
@@ -78,19 +92,33 @@ impl RuleVerdict {
 impl fmt::Display for RuleVerdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RuleVerdict::Pass { rule, value, threshold, requests } => write!(
+            RuleVerdict::Pass {
+                rule,
+                value,
+                threshold,
+                requests,
+            } => write!(
                 f,
                 "pass: {rule} (value {}, threshold {}, {requests} requests)",
                 fmt_num(*value),
                 fmt_num(*threshold)
             ),
-            RuleVerdict::Fail { rule, value, threshold, requests } => write!(
+            RuleVerdict::Fail {
+                rule,
+                value,
+                threshold,
+                requests,
+            } => write!(
                 f,
                 "FAIL: {rule} (value {}, threshold {}, {requests} requests)",
                 fmt_num(*value),
                 fmt_num(*threshold)
             ),
-            RuleVerdict::Inconclusive { rule, requests, min_requests } => write!(
+            RuleVerdict::Inconclusive {
+                rule,
+                requests,
+                min_requests,
+            } => write!(
                 f,
                 "inconclusive: {rule} ({requests} requests, at least {min_requests} needed)"
             ),
@@ -161,7 +189,13 @@ impl Rule {
                 ));
             }
         };
-        Ok(Rule { text: text.split_whitespace().collect::<Vec<_>>().join(" "), metric, inclusive, threshold, window })
+        Ok(Rule {
+            text: text.split_whitespace().collect::<Vec<_>>().join(" "),
+            metric,
+            inclusive,
+            threshold,
+            window,
+        })
     }
 
     /// Judges `stats` (traffic of the rule's window). Rate and latency rules need at least
@@ -184,17 +218,35 @@ impl Rule {
             }
             .unwrap_or(0.0),
         };
-        let exceeded = if self.inclusive { value >= self.threshold } else { value > self.threshold };
+        let exceeded = if self.inclusive {
+            value >= self.threshold
+        } else {
+            value > self.threshold
+        };
         let rule = self.text.clone();
         let requests = stats.requests;
         let threshold = self.threshold;
         if exceeded && (self.metric == Metric::Errors || requests >= min_requests) {
-            return RuleVerdict::Fail { rule, value, threshold, requests };
+            return RuleVerdict::Fail {
+                rule,
+                value,
+                threshold,
+                requests,
+            };
         }
         if requests < min_requests {
-            return RuleVerdict::Inconclusive { rule, requests, min_requests };
+            return RuleVerdict::Inconclusive {
+                rule,
+                requests,
+                min_requests,
+            };
         }
-        RuleVerdict::Pass { rule, value, threshold, requests }
+        RuleVerdict::Pass {
+            rule,
+            value,
+            threshold,
+            requests,
+        }
     }
 }
 
@@ -203,7 +255,13 @@ mod tests {
     use super::*;
 
     fn stats(requests: u64, errors: u64, p99: Option<f64>) -> TrafficStats {
-        TrafficStats { requests, errors_5xx: errors, p50_ms: p99, p95_ms: p99, p99_ms: p99 }
+        TrafficStats {
+            requests,
+            errors_5xx: errors,
+            p50_ms: p99,
+            p95_ms: p99,
+            p99_ms: p99,
+        }
     }
 
     #[test]
@@ -213,11 +271,20 @@ mod tests {
         assert!((r.threshold - 0.05).abs() < 1e-12);
         assert_eq!(r.window, DEFAULT_RULE_WINDOW);
         let r = Rule::parse("errors > 3 in 1m").unwrap();
-        assert_eq!((r.metric, r.threshold, r.window), (Metric::Errors, 3.0, Duration::from_secs(60)));
+        assert_eq!(
+            (r.metric, r.threshold, r.window),
+            (Metric::Errors, 3.0, Duration::from_secs(60))
+        );
         let r = Rule::parse("5xx > 10 in 5m").unwrap();
-        assert_eq!((r.metric, r.window), (Metric::Errors, Duration::from_secs(300)));
+        assert_eq!(
+            (r.metric, r.window),
+            (Metric::Errors, Duration::from_secs(300))
+        );
         let r = Rule::parse("p99  >=  500ms").unwrap();
-        assert_eq!((r.metric, r.threshold, r.inclusive), (Metric::Latency(99), 500.0, true));
+        assert_eq!(
+            (r.metric, r.threshold, r.inclusive),
+            (Metric::Latency(99), 500.0, true)
+        );
         assert_eq!(r.text, "p99 >= 500ms");
     }
 
@@ -242,26 +309,47 @@ mod tests {
     #[test]
     fn error_rate_needs_a_minimum_sample() {
         let r = Rule::parse("error_rate > 5%").unwrap();
-        assert!(matches!(r.judge(&stats(5, 5, None), 20), RuleVerdict::Inconclusive { .. }));
-        assert!(matches!(r.judge(&stats(0, 0, None), 20), RuleVerdict::Inconclusive { .. }));
+        assert!(matches!(
+            r.judge(&stats(5, 5, None), 20),
+            RuleVerdict::Inconclusive { .. }
+        ));
+        assert!(matches!(
+            r.judge(&stats(0, 0, None), 20),
+            RuleVerdict::Inconclusive { .. }
+        ));
         assert!(r.judge(&stats(100, 6, None), 20).is_fail());
-        assert!(matches!(r.judge(&stats(100, 5, None), 20), RuleVerdict::Pass { .. }));
+        assert!(matches!(
+            r.judge(&stats(100, 5, None), 20),
+            RuleVerdict::Pass { .. }
+        ));
     }
 
     #[test]
     fn count_rules_fire_on_any_sample_but_never_pass_on_too_little() {
         let r = Rule::parse("errors > 3 in 1m").unwrap();
         assert!(r.judge(&stats(4, 4, None), 20).is_fail());
-        assert!(matches!(r.judge(&stats(4, 3, None), 20), RuleVerdict::Inconclusive { .. }));
-        assert!(matches!(r.judge(&stats(40, 3, None), 20), RuleVerdict::Pass { .. }));
+        assert!(matches!(
+            r.judge(&stats(4, 3, None), 20),
+            RuleVerdict::Inconclusive { .. }
+        ));
+        assert!(matches!(
+            r.judge(&stats(40, 3, None), 20),
+            RuleVerdict::Pass { .. }
+        ));
     }
 
     #[test]
     fn latency_rules_compare_the_percentile() {
         let r = Rule::parse("p99 > 500ms").unwrap();
         assert!(r.judge(&stats(50, 0, Some(800.0)), 20).is_fail());
-        assert!(matches!(r.judge(&stats(50, 0, Some(500.0)), 20), RuleVerdict::Pass { .. }));
+        assert!(matches!(
+            r.judge(&stats(50, 0, Some(500.0)), 20),
+            RuleVerdict::Pass { .. }
+        ));
         let shown = r.judge(&stats(50, 0, Some(812.5)), 20).to_string();
-        assert!(shown.contains("FAIL: p99 > 500ms") && shown.contains("812.5"), "{shown}");
+        assert!(
+            shown.contains("FAIL: p99 > 500ms") && shown.contains("812.5"),
+            "{shown}"
+        );
     }
 }

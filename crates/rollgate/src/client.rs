@@ -43,7 +43,12 @@ impl Api {
         self.call(Method::POST, path, Some(body)).await
     }
 
-    async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
         let bytes = match body {
             Some(b) => Bytes::from(serde_json::to_vec(b)?),
@@ -63,15 +68,23 @@ impl Api {
             .await
             .map_err(|e| anyhow!("cannot reach the rollgate server at {}: {e}", self.base))?;
         let status = resp.status();
-        let body = resp.into_body().collect().await.context("the server closed the response early")?.to_bytes();
-        let value: Value = serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .context("the server closed the response early")?
+            .to_bytes();
+        let value: Value = serde_json::from_slice(&body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
         if status.is_success() {
             return Ok(value);
         }
         let code = value.get("code").and_then(Value::as_str).unwrap_or("");
         let message = value.get("message").and_then(Value::as_str).unwrap_or("");
         Err(match status {
-            StatusCode::UNAUTHORIZED => anyhow!("the server refused the API token (unauthorized); check ROLLGATE_TOKEN or the data directory's token file"),
+            StatusCode::UNAUTHORIZED => anyhow!(
+                "the server refused the API token (unauthorized); check ROLLGATE_TOKEN or the data directory's token file"
+            ),
             _ if message.is_empty() => anyhow!("the server answered {status}"),
             _ => anyhow!("{message} ({code})"),
         })
@@ -93,6 +106,13 @@ pub fn q(s: &str) -> String {
 
 /// `?app=..&env=..` from optional parts.
 pub fn query(parts: &[(&str, Option<String>)]) -> String {
-    let kv: Vec<String> = parts.iter().filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", q(v)))).collect();
-    if kv.is_empty() { String::new() } else { format!("?{}", kv.join("&")) }
+    let kv: Vec<String> = parts
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", q(v))))
+        .collect();
+    if kv.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", kv.join("&"))
+    }
 }

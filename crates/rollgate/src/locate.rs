@@ -12,8 +12,10 @@ use crate::client::Api;
 
 /// Loads and validates the configuration file; the error lists every problem.
 pub fn load_config(path: &Path) -> anyhow::Result<Config> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Config::parse(&text, &path.display().to_string()).map_err(|errs| anyhow::anyhow!("invalid configuration:\n{errs}"))
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Config::parse(&text, &path.display().to_string())
+        .map_err(|errs| anyhow::anyhow!("invalid configuration:\n{errs}"))
 }
 
 /// The data directory: `--data-dir`, else `server.data_dir` of the config (relative to the
@@ -22,7 +24,11 @@ pub fn data_dir(g: &Global, config: Option<&Config>) -> PathBuf {
     if let Some(d) = &g.data_dir {
         return d.clone();
     }
-    let base = g.config.parent().filter(|p| !p.as_os_str().is_empty()).map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let base = g
+        .config
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
     match config.and_then(|c| c.server.data_dir.clone()) {
         Some(d) if d.is_absolute() => d,
         Some(d) => base.join(d),
@@ -52,7 +58,8 @@ pub fn api(g: &Global) -> anyhow::Result<Api> {
                 ),
                 Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
             };
-            let info: ServeInfo = serde_json::from_str(&text).with_context(|| format!("{} is not valid", path.display()))?;
+            let info: ServeInfo = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not valid", path.display()))?;
             info.control
         }
     };
@@ -62,7 +69,12 @@ pub fn api(g: &Global) -> anyhow::Result<Api> {
             let path = dir.join(TOKEN_FILE);
             std::fs::read_to_string(&path)
                 .map(|t| t.trim().to_string())
-                .with_context(|| format!("no API token: set ROLLGATE_TOKEN or make {} readable", path.display()))?
+                .with_context(|| {
+                    format!(
+                        "no API token: set ROLLGATE_TOKEN or make {} readable",
+                        path.display()
+                    )
+                })?
         }
     };
     Api::new(&base, token)

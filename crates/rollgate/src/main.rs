@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 
 /// Blue/green releases through rollgate's own gateway, in one binary.
 #[derive(Parser, Debug)]
-#[command(name = "rollgate", version, about, propagate_version = true)]
+#[command(name = "rollgate", version, about)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -24,7 +24,13 @@ pub struct Cli {
 #[derive(clap::Args, Debug, Clone)]
 pub struct Global {
     /// Configuration file.
-    #[arg(long, short = 'c', global = true, env = "ROLLGATE_CONFIG", default_value = "rollgate.toml")]
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "ROLLGATE_CONFIG",
+        default_value = "rollgate.toml"
+    )]
     pub config: PathBuf,
     /// Data directory (state, artifacts, logs, token); default `.rollgate` beside the config.
     #[arg(long, global = true, env = "ROLLGATE_DATA_DIR")]
@@ -66,10 +72,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The sample service runs its own runtime and logging; hand over before setting ours up.
     if let Command::DemoService { args } = &cli.command {
-        let code = demo_service::run_main(args.clone().into_iter());
+        let code = demo_service::run_main(args.clone());
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

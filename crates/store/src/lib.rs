@@ -22,8 +22,15 @@ pub use sqlite::SqliteStore;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Another rollout holds the (app, environment) lock.
-    #[error("{app}/{env} is locked by {holder} (rollout #{rollout_id}) until its lease expires or it finishes")]
-    Locked { app: String, env: String, holder: String, rollout_id: u64 },
+    #[error(
+        "{app}/{env} is locked by {holder} (rollout #{rollout_id}) until its lease expires or it finishes"
+    )]
+    Locked {
+        app: String,
+        env: String,
+        holder: String,
+        rollout_id: u64,
+    },
     #[error("{0} not found")]
     NotFound(String),
     /// Another process has the database open (a second `rollgate serve` on the same data directory).
@@ -79,7 +86,10 @@ impl AliasSet {
 
     /// The versions that must be running: live, blue and green, without repeats.
     pub fn running(&self) -> Vec<u64> {
-        let mut v: Vec<u64> = [self.live, self.blue, self.green].into_iter().flatten().collect();
+        let mut v: Vec<u64> = [self.live, self.blue, self.green]
+            .into_iter()
+            .flatten()
+            .collect();
         v.sort_unstable();
         v.dedup();
         v
@@ -151,13 +161,23 @@ pub struct Filter {
 pub trait Store: Send + Sync {
     /// Creates version N+1, its rollout in `deploying` (with `green` pointing at it) and the
     /// lock on (app, env). Fails with [`StoreError::Locked`] if an unexpired lock is held.
-    fn create_deploy(&self, deploy: &NewDeploy, now: Timestamp) -> Result<(VersionRecord, Rollout), StoreError>;
+    fn create_deploy(
+        &self,
+        deploy: &NewDeploy,
+        now: Timestamp,
+    ) -> Result<(VersionRecord, Rollout), StoreError>;
 
     /// Persists a transition. Releases the lock when the rollout becomes terminal.
     fn apply(&self, t: &Transition<'_>) -> Result<(), StoreError>;
 
     /// Extends the lock of a running rollout.
-    fn renew_lock(&self, app: &str, env: &str, rollout_id: u64, until: Timestamp) -> Result<(), StoreError>;
+    fn renew_lock(
+        &self,
+        app: &str,
+        env: &str,
+        rollout_id: u64,
+        until: Timestamp,
+    ) -> Result<(), StoreError>;
 
     /// Moves aliases outside a rollout (an operator's rollback). Fails with
     /// [`StoreError::Locked`] if a rollout holds the lock.

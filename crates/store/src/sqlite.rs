@@ -8,7 +8,8 @@ use rollgate_core::{Action, Alias, Rollout, Timestamp};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use crate::{
-    AliasSet, AuditEntry, EventRecord, Filter, NewDeploy, Store, StoreError, Transition, VersionRecord,
+    AliasSet, AuditEntry, EventRecord, Filter, NewDeploy, Store, StoreError, Transition,
+    VersionRecord,
 };
 
 const SCHEMA_VERSION: i64 = 1;
@@ -68,19 +69,28 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_millis(200))?;
         let in_use = |e: rusqlite::Error| match e.sqlite_error_code() {
             Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
-                StoreError::InUse { path: path.display().to_string() }
+                StoreError::InUse {
+                    path: path.display().to_string(),
+                }
             }
             _ => StoreError::Db(e),
         };
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(in_use)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(in_use)?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
         // The exclusive lock is taken by the first write.
-        conn.execute_batch("BEGIN IMMEDIATE; COMMIT;").map_err(in_use)?;
+        conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")
+            .map_err(in_use)?;
         conn.execute_batch(SCHEMA)?;
-        let found: Option<String> =
-            conn.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).optional()?;
+        let found: Option<String> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
         match found {
             None => {
                 conn.execute(
@@ -95,7 +105,9 @@ impl SqliteStore {
                 )));
             }
         }
-        Ok(SqliteStore { conn: Mutex::new(conn) })
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -122,12 +134,16 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
 }
 
 fn read_aliases(tx: &Connection, app: &str, env: &str) -> Result<AliasSet, StoreError> {
-    let mut stmt = tx.prepare_cached("SELECT alias, version FROM aliases WHERE app = ?1 AND env = ?2")?;
+    let mut stmt =
+        tx.prepare_cached("SELECT alias, version FROM aliases WHERE app = ?1 AND env = ?2")?;
     let mut set = AliasSet::default();
-    let rows = stmt.query_map(params![app, env], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    let rows = stmt.query_map(params![app, env], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+    })?;
     for row in rows {
         let (name, v) = row?;
-        let alias = Alias::parse(&name).ok_or_else(|| StoreError::Corrupt(format!("unknown alias {name:?}")))?;
+        let alias = Alias::parse(&name)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown alias {name:?}")))?;
         set.set(alias, Some(u64::try_from(v).unwrap_or(0)));
     }
     Ok(set)
@@ -174,7 +190,12 @@ fn insert_audit(tx: &Connection, a: &AuditEntry) -> Result<(), StoreError> {
 }
 
 /// The unexpired lock on (app, env), if any.
-fn live_lock(tx: &Connection, app: &str, env: &str, now: Timestamp) -> Result<Option<(String, u64)>, StoreError> {
+fn live_lock(
+    tx: &Connection,
+    app: &str,
+    env: &str,
+    now: Timestamp,
+) -> Result<Option<(String, u64)>, StoreError> {
     let row: Option<(String, i64)> = tx
         .query_row(
             "SELECT holder, rollout_id FROM locks WHERE app = ?1 AND env = ?2 AND expires_at > ?3",
@@ -202,18 +223,28 @@ fn version_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(VersionRecord, String
 }
 
 fn with_vars((mut v, vars): (VersionRecord, String)) -> Result<VersionRecord, StoreError> {
-    v.vars = serde_json::from_str(&vars).map_err(|e| StoreError::Corrupt(format!("version vars: {e}")))?;
+    v.vars = serde_json::from_str(&vars)
+        .map_err(|e| StoreError::Corrupt(format!("version vars: {e}")))?;
     Ok(v)
 }
 
 const VERSION_COLS: &str = "app, env, number, digest, label, vars, created_at, created_by";
 
 impl Store for SqliteStore {
-    fn create_deploy(&self, d: &NewDeploy, now: Timestamp) -> Result<(VersionRecord, Rollout), StoreError> {
+    fn create_deploy(
+        &self,
+        d: &NewDeploy,
+        now: Timestamp,
+    ) -> Result<(VersionRecord, Rollout), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         if let Some((holder, rollout_id)) = live_lock(&tx, &d.app, &d.env, now)? {
-            return Err(StoreError::Locked { app: d.app.clone(), env: d.env.clone(), holder, rollout_id });
+            return Err(StoreError::Locked {
+                app: d.app.clone(),
+                env: d.env.clone(),
+                holder,
+                rollout_id,
+            });
         }
         let last: i64 = tx.query_row(
             "SELECT COALESCE(MAX(number), 0) FROM versions WHERE app = ?1 AND env = ?2",
@@ -232,8 +263,19 @@ impl Store for SqliteStore {
             created_by: d.actor.clone(),
         };
         tx.execute(
-            &format!("INSERT INTO versions ({VERSION_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
-            params![d.app, d.env, i(number), d.digest, d.label, to_json(&d.vars)?, i(now.0), d.actor],
+            &format!(
+                "INSERT INTO versions ({VERSION_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+            ),
+            params![
+                d.app,
+                d.env,
+                i(number),
+                d.digest,
+                d.label,
+                to_json(&d.vars)?,
+                i(now.0),
+                d.actor
+            ],
         )?;
         let aliases = read_aliases(&tx, &d.app, &d.env)?;
         tx.execute(
@@ -255,7 +297,10 @@ impl Store for SqliteStore {
             },
             now,
         );
-        tx.execute("UPDATE rollouts SET data = ?1 WHERE id = ?2", params![to_json(&rollout)?, i(id)])?;
+        tx.execute(
+            "UPDATE rollouts SET data = ?1 WHERE id = ?2",
+            params![to_json(&rollout)?, i(id)],
+        )?;
         let changes: Vec<(Alias, Option<u64>)> = actions
             .iter()
             .filter_map(|a| match a {
@@ -271,7 +316,10 @@ impl Store for SqliteStore {
                acquired_at = excluded.acquired_at, expires_at = excluded.expires_at",
             params![d.app, d.env, holder, i(id), i(now.0), i(now.after(d.lease).0)],
         )?;
-        let from = aliases.live.map_or_else(|| "nothing live yet".to_string(), |v| format!("live is v{v}"));
+        let from = aliases.live.map_or_else(
+            || "nothing live yet".to_string(),
+            |v| format!("live is v{v}"),
+        );
         insert_event(
             &tx,
             &EventRecord {
@@ -279,8 +327,8 @@ impl Store for SqliteStore {
                 at: now,
                 phase: rollout.phase.as_str().to_string(),
                 kind: "started".to_string(),
-                message: format!("deploy of v{number} ({}) by {}; {from}", d.digest, d.actor),
-                data: None,
+                message: format!("deploy of v{number} by {}; {from}", d.actor),
+                data: Some(serde_json::json!({ "digest": d.digest, "label": d.label })),
             },
         )?;
         insert_audit(
@@ -294,7 +342,10 @@ impl Store for SqliteStore {
                 detail: format!(
                     "v{number} {}{} (rollout #{id})",
                     d.digest,
-                    d.label.as_ref().map(|l| format!(" label {l}")).unwrap_or_default()
+                    d.label
+                        .as_ref()
+                        .map(|l| format!(" label {l}"))
+                        .unwrap_or_default()
                 ),
             },
         )?;
@@ -308,7 +359,12 @@ impl Store for SqliteStore {
         let tx = conn.transaction()?;
         let changed = tx.execute(
             "UPDATE rollouts SET phase = ?1, data = ?2, finished_at = ?3 WHERE id = ?4",
-            params![r.phase.as_str(), to_json(r)?, r.finished_at.map(|f| i(f.0)), i(r.id)],
+            params![
+                r.phase.as_str(),
+                to_json(r)?,
+                r.finished_at.map(|f| i(f.0)),
+                i(r.id)
+            ],
         )?;
         if changed == 0 {
             return Err(StoreError::NotFound(format!("rollout #{}", r.id)));
@@ -328,13 +384,21 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn renew_lock(&self, app: &str, env: &str, rollout_id: u64, until: Timestamp) -> Result<(), StoreError> {
+    fn renew_lock(
+        &self,
+        app: &str,
+        env: &str,
+        rollout_id: u64,
+        until: Timestamp,
+    ) -> Result<(), StoreError> {
         let n = self.conn().execute(
             "UPDATE locks SET expires_at = ?1 WHERE app = ?2 AND env = ?3 AND rollout_id = ?4",
             params![i(until.0), app, env, i(rollout_id)],
         )?;
         if n == 0 {
-            return Err(StoreError::NotFound(format!("lock of rollout #{rollout_id} on {app}/{env}")));
+            return Err(StoreError::NotFound(format!(
+                "lock of rollout #{rollout_id} on {app}/{env}"
+            )));
         }
         Ok(())
     }
@@ -350,7 +414,12 @@ impl Store for SqliteStore {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         if let Some((holder, rollout_id)) = live_lock(&tx, app, env, now)? {
-            return Err(StoreError::Locked { app: app.to_string(), env: env.to_string(), holder, rollout_id });
+            return Err(StoreError::Locked {
+                app: app.to_string(),
+                env: env.to_string(),
+                holder,
+                rollout_id,
+            });
         }
         write_aliases(&tx, app, env, changes, now)?;
         insert_audit(&tx, audit)?;
@@ -362,7 +431,11 @@ impl Store for SqliteStore {
     fn rollout(&self, id: u64) -> Result<Rollout, StoreError> {
         let data: Option<String> = self
             .conn()
-            .query_row("SELECT data FROM rollouts WHERE id = ?1", params![i(id)], |r| r.get(0))
+            .query_row(
+                "SELECT data FROM rollouts WHERE id = ?1",
+                params![i(id)],
+                |r| r.get(0),
+            )
             .optional()?;
         rollout_from_json(&data.ok_or_else(|| StoreError::NotFound(format!("rollout #{id}")))?)
     }
@@ -381,7 +454,9 @@ impl Store for SqliteStore {
         let mut stmt = conn.prepare(
             "SELECT data FROM rollouts WHERE (?1 IS NULL OR app = ?1) AND (?2 IS NULL OR env = ?2) ORDER BY id DESC LIMIT ?3",
         )?;
-        let rows = stmt.query_map(params![f.app, f.env, f.limit.unwrap_or(50)], |r| r.get::<_, String>(0))?;
+        let rows = stmt.query_map(params![f.app, f.env, f.limit.unwrap_or(50)], |r| {
+            r.get::<_, String>(0)
+        })?;
         rows.map(|r| rollout_from_json(&r?)).collect()
     }
 
@@ -391,7 +466,14 @@ impl Store for SqliteStore {
             "SELECT rollout_id, at, phase, kind, message, data FROM rollout_events WHERE rollout_id = ?1 ORDER BY id",
         )?;
         let rows = stmt.query_map(params![i(rollout_id)], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get::<_, Option<String>>(5)?))
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get::<_, Option<String>>(5)?,
+            ))
         })?;
         rows.map(|row| {
             let (id, at, phase, kind, message, data) = row?;
@@ -399,7 +481,14 @@ impl Store for SqliteStore {
                 .map(|d| serde_json::from_str(&d))
                 .transpose()
                 .map_err(|e| StoreError::Corrupt(format!("event data: {e}")))?;
-            Ok(EventRecord { rollout_id: u64::try_from(id).unwrap_or(0), at: ts(at), phase, kind, message, data })
+            Ok(EventRecord {
+                rollout_id: u64::try_from(id).unwrap_or(0),
+                at: ts(at),
+                phase,
+                kind,
+                message,
+                data,
+            })
         })
         .collect()
     }
@@ -411,8 +500,9 @@ impl Store for SqliteStore {
     fn all_aliases(&self) -> Result<Vec<(String, String, AliasSet)>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT DISTINCT app, env FROM aliases ORDER BY app, env")?;
-        let pairs: Vec<(String, String)> =
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        let pairs: Vec<(String, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
         pairs
             .into_iter()
             .map(|(app, env)| {
@@ -440,7 +530,9 @@ impl Store for SqliteStore {
                 version_row,
             )
             .optional()?;
-        with_vars(row.ok_or_else(|| StoreError::NotFound(format!("version {number} of {app}/{env}")))?)
+        with_vars(
+            row.ok_or_else(|| StoreError::NotFound(format!("version {number} of {app}/{env}")))?,
+        )
     }
 
     fn record_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
@@ -523,8 +615,13 @@ mod tests {
         assert_eq!((v1.number, r1.phase), (1, Phase::Deploying));
         assert_eq!(s.aliases("api", "staging").unwrap().green, Some(1));
 
-        let err = s.create_deploy(&deploy("api"), Timestamp(2_000)).unwrap_err();
-        assert!(matches!(err, StoreError::Locked { rollout_id, .. } if rollout_id == r1.id), "{err}");
+        let err = s
+            .create_deploy(&deploy("api"), Timestamp(2_000))
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::Locked { rollout_id, .. } if rollout_id == r1.id),
+            "{err}"
+        );
         assert!(err.to_string().contains("v1 by ada"));
         // Another app is not blocked.
         s.create_deploy(&deploy("web"), Timestamp(2_000)).unwrap();
@@ -534,7 +631,14 @@ mod tests {
         let r = finish(&s, &r, Event::Switched, 3_002);
         let r = finish(&s, &r, Event::MonitorElapsed, 4_000);
         assert_eq!(s.rollout(r.id).unwrap(), r);
-        assert_eq!(s.aliases("api", "staging").unwrap(), AliasSet { live: Some(1), blue: None, green: None });
+        assert_eq!(
+            s.aliases("api", "staging").unwrap(),
+            AliasSet {
+                live: Some(1),
+                blue: None,
+                green: None
+            }
+        );
         assert_eq!(s.events(r.id).unwrap().len(), 5);
 
         let (v2, r2) = s.create_deploy(&deploy("api"), Timestamp(5_000)).unwrap();
@@ -542,7 +646,15 @@ mod tests {
         assert_eq!(r2.from_version, Some(1));
         assert_eq!(s.version("api", "staging", 2).unwrap().vars["K"], "V");
         assert_eq!(s.active_rollouts().unwrap().len(), 2);
-        assert_eq!(s.audit(&Filter { app: Some("api".into()), ..Default::default() }).unwrap().len(), 2);
+        assert_eq!(
+            s.audit(&Filter {
+                app: Some("api".into()),
+                ..Default::default()
+            })
+            .unwrap()
+            .len(),
+            2
+        );
     }
 
     #[test]

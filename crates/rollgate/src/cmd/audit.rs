@@ -25,7 +25,11 @@ pub struct Args {
 
 pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let api = locate::api(g)?;
-    let q = query(&[("app", a.app), ("env", a.env), ("limit", Some(a.limit.to_string()))]);
+    let q = query(&[
+        ("app", a.app),
+        ("env", a.env),
+        ("limit", Some(a.limit.to_string())),
+    ]);
     let body = api.get(&format!("/v1/audit{q}")).await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&body)?);

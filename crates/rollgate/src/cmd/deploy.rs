@@ -40,13 +40,24 @@ pub struct Args {
 
 pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let api = locate::api(g)?;
-    let artifact = std::fs::canonicalize(&a.artifact).with_context(|| format!("artifact {}", a.artifact.display()))?;
+    let artifact = std::fs::canonicalize(&a.artifact)
+        .with_context(|| format!("artifact {}", a.artifact.display()))?;
     let mut vars = BTreeMap::new();
     for kv in &a.vars {
-        let Some((k, v)) = kv.split_once('=') else { bail!("--var expects KEY=VALUE, got {kv:?}") };
+        let Some((k, v)) = kv.split_once('=') else {
+            bail!("--var expects KEY=VALUE, got {kv:?}")
+        };
         vars.insert(k.to_string(), v.to_string());
     }
-    let accepted = start(&api, &a.app, &a.env, &artifact.display().to_string(), a.label.as_deref(), &vars).await?;
+    let accepted = start(
+        &api,
+        &a.app,
+        &a.env,
+        &artifact.display().to_string(),
+        a.label.as_deref(),
+        &vars,
+    )
+    .await?;
     let id = accepted["rollout_id"].as_u64().unwrap_or(0);
     if !a.json {
         println!(
@@ -69,7 +80,11 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     } else {
         print_outcome(&done);
     }
-    Ok(if done["phase"] == "succeeded" { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if done["phase"] == "succeeded" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Starts a deploy; returns the server's acceptance (`rollout_id`, `version`, `digest`).
@@ -81,8 +96,11 @@ pub async fn start(
     label: Option<&str>,
     vars: &BTreeMap<String, String>,
 ) -> anyhow::Result<Value> {
-    api.post("/v1/deploy", &json!({ "app": app, "env": env, "artifact": artifact, "label": label, "vars": vars }))
-        .await
+    api.post(
+        "/v1/deploy",
+        &json!({ "app": app, "env": env, "artifact": artifact, "label": label, "vars": vars }),
+    )
+    .await
 }
 
 /// Polls a rollout until it ends, printing each new event when `print`; returns the rollout.
@@ -93,7 +111,12 @@ pub async fn follow(api: &Api, id: u64, print: bool) -> anyhow::Result<Value> {
         let events = r["events"].as_array().cloned().unwrap_or_default();
         if print {
             for e in events.iter().skip(seen) {
-                println!("  {}  {:<12} {}", super::clock(super::s(e, "at")), super::s(e, "phase"), super::s(e, "message"));
+                println!(
+                    "  {}  {:<12} {}",
+                    super::clock(super::s(e, "at")),
+                    super::s(e, "phase"),
+                    super::s(e, "message")
+                );
             }
         }
         seen = events.len();
@@ -108,7 +131,12 @@ fn print_outcome(r: &Value) {
     let phase = super::s(r, "phase");
     let reason = super::s(r, "reason");
     if phase == "succeeded" {
-        println!("ok: {} v{} is live in {}", super::s(r, "app"), r["version"], super::s(r, "env"));
+        println!(
+            "ok: {} v{} is live in {}",
+            super::s(r, "app"),
+            r["version"],
+            super::s(r, "env")
+        );
     } else {
         println!("{}: {reason}", phase.replace('_', " "));
     }

@@ -23,7 +23,11 @@ pub struct Args {
 
 pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let api = locate::api(g)?;
-    let q = query(&[("app", a.app), ("env", a.env), ("limit", Some(a.limit.to_string()))]);
+    let q = query(&[
+        ("app", a.app),
+        ("env", a.env),
+        ("limit", Some(a.limit.to_string())),
+    ]);
     let body = api.get(&format!("/v1/history{q}")).await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&body)?);
@@ -45,7 +49,12 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
             println!("    {reason}");
         }
         for e in r["events"].as_array().into_iter().flatten() {
-            println!("    {}  {:<18} {}", super::clock(super::s(e, "at")), super::s(e, "kind"), super::s(e, "message"));
+            println!(
+                "    {}  {:<18} {}",
+                super::clock(super::s(e, "at")),
+                super::s(e, "kind"),
+                super::s(e, "message")
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

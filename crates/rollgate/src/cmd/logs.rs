@@ -31,7 +31,11 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     ]);
     let body = api.get(&format!("/v1/logs{q}")).await?;
     for inst in body["instances"].as_array().into_iter().flatten() {
-        println!("==> {} ({}) <==", super::s(inst, "instance"), super::s(inst, "path"));
+        println!(
+            "==> {} ({}) <==",
+            super::s(inst, "instance"),
+            super::s(inst, "path")
+        );
         for line in inst["lines"].as_array().into_iter().flatten() {
             println!("{}", line.as_str().unwrap_or(""));
         }

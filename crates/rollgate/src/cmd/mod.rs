@@ -19,7 +19,9 @@ pub fn clock(rfc3339: &str) -> &str {
 
 /// `v3` or `-`.
 pub fn v(value: &Value) -> String {
-    value.as_u64().map_or_else(|| "-".to_string(), |n| format!("v{n}"))
+    value
+        .as_u64()
+        .map_or_else(|| "-".to_string(), |n| format!("v{n}"))
 }
 
 /// A string field or `-`.

@@ -21,11 +21,18 @@ pub struct Args {
 
 pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let api = locate::api(g)?;
-    let body = api.post("/v1/rollback", &json!({ "app": a.app, "env": a.env })).await?;
+    let body = api
+        .post("/v1/rollback", &json!({ "app": a.app, "env": a.env }))
+        .await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&body)?);
     } else if let Some(r) = body.get("rollout") {
-        println!("rollout #{} {}: {}", r["id"], super::s(r, "phase"), super::s(r, "reason"));
+        println!(
+            "rollout #{} {}: {}",
+            r["id"],
+            super::s(r, "phase"),
+            super::s(r, "reason")
+        );
     } else {
         println!(
             "{} in {}: live is {} again (was {})",

@@ -23,7 +23,12 @@ pub struct Args {
 
 pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let api = locate::api(g)?;
-    let body = api.get(&format!("/v1/status{}", query(&[("app", a.app), ("env", a.env)]))).await?;
+    let body = api
+        .get(&format!(
+            "/v1/status{}",
+            query(&[("app", a.app), ("env", a.env)])
+        ))
+        .await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&body)?);
         return Ok(ExitCode::SUCCESS);
@@ -50,7 +55,13 @@ pub fn render(body: &Value) -> String {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .map(|t| format!("v{} {}%", t["version"], t["weight_percent"].as_f64().unwrap_or(0.0)))
+                .map(|t| {
+                    format!(
+                        "v{} {}%",
+                        t["version"],
+                        t["weight_percent"].as_f64().unwrap_or(0.0)
+                    )
+                })
                 .collect();
             let _ = writeln!(
                 out,
@@ -80,14 +91,26 @@ pub fn render(body: &Value) -> String {
                 );
             }
             for v in app["versions"].as_array().into_iter().flatten() {
-                let names: Vec<&str> = v["aliases"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                let names: Vec<&str> = v["aliases"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
                 let instances = v["instances"].as_array().cloned().unwrap_or_default();
-                let healthy = instances.iter().filter(|i| i["status"]["state"] == "healthy").count();
+                let healthy = instances
+                    .iter()
+                    .filter(|i| i["status"]["state"] == "healthy")
+                    .count();
                 let _ = writeln!(
                     out,
                     "    v{:<4} {:<12} {:<14} {}  {}/{} healthy  {}",
                     v["number"],
-                    if names.is_empty() { "-".to_string() } else { names.join(",") },
+                    if names.is_empty() {
+                        "-".to_string()
+                    } else {
+                        names.join(",")
+                    },
                     v["label"].as_str().unwrap_or("-"),
                     super::short_digest(super::s(v, "digest")),
                     healthy,
@@ -100,7 +123,9 @@ pub fn render(body: &Value) -> String {
                         "           {}  {}  pid {}  {}{}",
                         super::s(i, "id"),
                         super::s(i, "addr"),
-                        i["pid"].as_u64().map_or_else(|| "-".to_string(), |p| p.to_string()),
+                        i["pid"]
+                            .as_u64()
+                            .map_or_else(|| "-".to_string(), |p| p.to_string()),
                         super::s(&i["status"], "state"),
                         match i["restarts"].as_u64() {
                             Some(n) if n > 0 => format!(" ({n} restarts)"),

@@ -25,7 +25,11 @@ pub fn run(g: &Global) -> anyhow::Result<ExitCode> {
             for e in &errs.0 {
                 eprintln!("{e}");
             }
-            eprintln!("{} error{} found", errs.0.len(), if errs.0.len() == 1 { "" } else { "s" });
+            eprintln!(
+                "{} error{} found",
+                errs.0.len(),
+                if errs.0.len() == 1 { "" } else { "s" }
+            );
             Ok(ExitCode::from(2))
         }
     }
