@@ -168,12 +168,19 @@ impl Controller {
     /// and blue versions, routes live, then resolves every interrupted rollout.
     pub async fn recover(self: &Arc<Self>) -> Result<(), StoreError> {
         let mut starts = Vec::new();
+        let active = self.store.active_rollouts()?;
         for (app, env, set) in self.store.all_aliases()? {
             if self.app_env(&app, &env).is_err() {
                 tracing::warn!(%app, %env, "aliases exist for an app or environment no longer in the configuration; not started");
                 continue;
             }
-            for v in [set.live, set.blue].into_iter().flatten() {
+            // A rollout resumed in its monitor window may still roll back to blue and put the
+            // version before it back as blue: that one must be warm too.
+            let prev_blue = active
+                .iter()
+                .filter(|r| r.app == app && r.env == env && r.phase == Phase::Monitoring)
+                .find_map(|r| r.prev_blue);
+            for v in [set.live, set.blue, prev_blue].into_iter().flatten() {
                 let this = Arc::clone(self);
                 let (app, env) = (app.clone(), env.clone());
                 starts.push(tokio::spawn(async move {
@@ -189,7 +196,7 @@ impl Controller {
         for env in self.gateways.keys() {
             self.apply_routes(env);
         }
-        for r in self.store.active_rollouts()? {
+        for r in active {
             tracing::warn!(rollout = r.id, app = %r.app, env = %r.env, phase = %r.phase, "resolving a rollout interrupted by a restart");
             self.advance(r, Event::Recovered).await;
         }
@@ -554,7 +561,23 @@ impl Controller {
                 _ => None,
             })
             .collect();
-        let (kind, message) = describe(&next, event);
+        let (kind, mut message) = describe(&next, event);
+        let inconclusive: Vec<&str> = data
+            .as_ref()
+            .and_then(|d| d.get("verdicts"))
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+            .filter(|v| v["verdict"] == "inconclusive")
+            .filter_map(|v| v["rule"].as_str())
+            .collect();
+        if !inconclusive.is_empty() && matches!(event, Event::MonitorElapsed) {
+            // Too little traffic is not a pass: say which rules could not judge.
+            message.push_str(&format!(
+                " (inconclusive for lack of traffic: {})",
+                inconclusive.join(", ")
+            ));
+        }
         let audit = next.phase.is_terminal().then(|| AuditEntry {
             at,
             actor: match event {

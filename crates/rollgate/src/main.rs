@@ -109,3 +109,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::DemoService { .. } => Ok(ExitCode::SUCCESS),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}
