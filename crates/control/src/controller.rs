@@ -406,6 +406,10 @@ impl Controller {
         let (Some(gw), Some(env_c)) = (self.gateways.get(env), self.config.envs.get(env)) else {
             return;
         };
+        // Computing and swapping under one lock keeps a table computed from older aliases or
+        // instances (by the refresher, say) from landing after a newer one: a version being
+        // drained must never come back into the table.
+        let mut applied = lock(&self.applied);
         let mut apps = Vec::new();
         let mut signature = Vec::new();
         for app in self.config.apps_in(env_c) {
@@ -442,7 +446,6 @@ impl Controller {
                 backends,
             });
         }
-        let mut applied = lock(&self.applied);
         if applied.get(env) != Some(&signature) {
             gw.routes.set(RouteTable { apps });
             tracing::info!(%env, routes = ?signature, "routing table swapped");
@@ -624,12 +627,13 @@ impl Controller {
             let this = Arc::clone(self);
             let (app, env, id) = (rollout.app.clone(), rollout.env.clone(), rollout.id);
             tokio::spawn(async move {
+                // Renew at once too: a rollout resumed after a long outage holds an expired lease.
                 loop {
-                    tokio::time::sleep(LEASE_RENEW).await;
                     if let Err(e) = this.store.renew_lock(&app, &env, id, now().after(LEASE)) {
                         tracing::debug!(rollout = id, error = %e, "lock renewal stopped");
                         break;
                     }
+                    tokio::time::sleep(LEASE_RENEW).await;
                 }
             })
         };
@@ -947,7 +951,6 @@ impl Controller {
         let shown: Vec<_> = versions
             .iter()
             .rev()
-            .filter(|v| aliases.running().contains(&v.number) || versions.last().is_some_and(|l| l.number == v.number))
             .map(|v| {
                 let names: Vec<&str> = Alias::ALL.iter().filter(|a| aliases.get(**a) == Some(v.number)).map(|a| a.as_str()).collect();
                 let key = VersionKey { app: app.into(), env: env.into(), version: v.number };

@@ -90,7 +90,14 @@ pub fn render(body: &Value) -> String {
                     r.get("reason").and_then(Value::as_str).unwrap_or("")
                 );
             }
-            for v in app["versions"].as_array().into_iter().flatten() {
+            let versions = app["versions"].as_array().cloned().unwrap_or_default();
+            // Newest first: show the newest and every version an alias points at or that runs.
+            for (i, v) in versions.iter().enumerate() {
+                let named = v["aliases"].as_array().is_some_and(|a| !a.is_empty());
+                let running = v["instances"].as_array().is_some_and(|a| !a.is_empty());
+                if i > 0 && !named && !running {
+                    continue;
+                }
                 let names: Vec<&str> = v["aliases"]
                     .as_array()
                     .into_iter()
