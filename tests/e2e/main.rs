@@ -4,6 +4,8 @@
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
 
+mod crash;
+mod polyglot;
 mod releases;
 // Each test module uses a different part of the harness.
 #[allow(dead_code)]

@@ -91,6 +91,22 @@ pub struct DeployAccepted {
     pub digest: String,
 }
 
+/// Aborts a background task when dropped, so that it ends with its owner even when the
+/// owner itself is aborted.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A rollout being driven: its cancel switch and its task.
+struct Driving {
+    cancel: watch::Sender<Option<String>>,
+    task: Option<tokio::task::AbortHandle>,
+}
+
 /// The controller. One per control plane.
 pub struct Controller {
     config: Arc<Config>,
@@ -101,7 +117,7 @@ pub struct Controller {
     gateways: BTreeMap<String, EnvGateway>,
     instances: Mutex<BTreeMap<VersionKey, Vec<InstanceHandle>>>,
     /// Cancel switches of the rollouts being driven: `Some(actor)` cancels.
-    active: Mutex<HashMap<u64, watch::Sender<Option<String>>>>,
+    active: Mutex<HashMap<u64, Driving>>,
     /// The last routing table applied to each environment, as (app, version, instance ids).
     applied: Mutex<HashMap<String, RouteSignature>>,
     check: CheckClient,
@@ -366,6 +382,13 @@ impl Controller {
 
     /// Stops every instance (server shutdown).
     pub async fn stop_all(&self) {
+        // Rollouts stop where they are first: the next start resolves them from the store. Left
+        // running, they would mistake their instances stopping for a failure and roll back.
+        for (_, d) in lock(&self.active).drain() {
+            if let Some(task) = d.task {
+                task.abort();
+            }
+        }
         let all: Vec<_> = std::mem::take(&mut *lock(&self.instances))
             .into_values()
             .flatten()
@@ -523,13 +546,22 @@ impl Controller {
 
     fn spawn_drive(self: &Arc<Self>, rollout: Rollout, actions: Vec<Action>) {
         let (tx, rx) = watch::channel(None);
-        lock(&self.active).insert(rollout.id, tx);
+        let id = rollout.id;
+        lock(&self.active).insert(
+            id,
+            Driving {
+                cancel: tx,
+                task: None,
+            },
+        );
         let this = Arc::clone(self);
-        tokio::spawn(async move {
-            let id = rollout.id;
+        let task = tokio::spawn(async move {
             this.drive(rollout, actions, rx).await;
             lock(&this.active).remove(&id);
         });
+        if let Some(d) = lock(&self.active).get_mut(&id) {
+            d.task = Some(task.abort_handle());
+        }
     }
 
     /// Applies an event outside the drive loop (recovery), then drives what follows.
@@ -623,10 +655,10 @@ impl Controller {
         mut actions: Vec<Action>,
         mut cancel: watch::Receiver<Option<String>>,
     ) {
-        let renew = {
+        let _renew = {
             let this = Arc::clone(self);
             let (app, env, id) = (rollout.app.clone(), rollout.env.clone(), rollout.id);
-            tokio::spawn(async move {
+            AbortOnDrop(tokio::spawn(async move {
                 // Renew at once too: a rollout resumed after a long outage holds an expired lease.
                 loop {
                     if let Err(e) = this.store.renew_lock(&app, &env, id, now().after(LEASE)) {
@@ -635,7 +667,7 @@ impl Controller {
                     }
                     tokio::time::sleep(LEASE_RENEW).await;
                 }
-            })
+            }))
         };
         loop {
             let mut next_event: Option<(Event, Option<serde_json::Value>)> = None;
@@ -665,7 +697,6 @@ impl Controller {
                 break;
             }
         }
-        renew.abort();
     }
 
     /// Executes one action; returns the event it produced, if any.
@@ -825,7 +856,7 @@ impl Controller {
             .into_iter()
             .find(|r| r.app == app && r.env == env)
         {
-            let sender = lock(&self.active).get(&r.id).cloned();
+            let sender = lock(&self.active).get(&r.id).map(|d| d.cancel.clone());
             let Some(sender) = sender else {
                 return Err(ApiError::Conflict(format!(
                     "rollout #{} is being resolved; try again in a moment",
