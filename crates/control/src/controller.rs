@@ -589,13 +589,7 @@ impl Controller {
     ) -> Result<(Rollout, Vec<Action>), String> {
         let at = now();
         let (next, actions) = r.next(event, at).map_err(|e| e.to_string())?;
-        let aliases: Vec<(Alias, Option<u64>)> = actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::SetAlias { alias, version } => Some((*alias, *version)),
-                _ => None,
-            })
-            .collect();
+        let aliases = rollgate_core::rollout::alias_changes(&actions);
         let (kind, mut message) = describe(&next, event);
         let inconclusive: Vec<&str> = data
             .as_ref()
@@ -1021,13 +1015,7 @@ impl Controller {
                 j["label"] = json!(v.label);
                 j["digest"] = json!(v.digest);
             }
-            let events: Vec<_> = self
-                .store
-                .events(r.id)?
-                .into_iter()
-                .map(|e| json!({ "at": rfc3339(e.at), "phase": e.phase, "kind": e.kind, "message": e.message, "data": e.data }))
-                .collect();
-            j["events"] = json!(events);
+            j["events"] = self.events_json(r.id)?;
             out.push(j);
         }
         Ok(json!({ "rollouts": out }))
@@ -1037,14 +1025,18 @@ impl Controller {
     pub fn rollout_detail(&self, id: u64) -> Result<serde_json::Value, ApiError> {
         let r = self.store.rollout(id)?;
         let mut j = rollout_json(&r);
+        j["events"] = self.events_json(id)?;
+        Ok(j)
+    }
+
+    fn events_json(&self, rollout_id: u64) -> Result<serde_json::Value, ApiError> {
         let events: Vec<_> = self
             .store
-            .events(id)?
+            .events(rollout_id)?
             .into_iter()
             .map(|e| json!({ "at": rfc3339(e.at), "phase": e.phase, "kind": e.kind, "message": e.message, "data": e.data }))
             .collect();
-        j["events"] = json!(events);
-        Ok(j)
+        Ok(json!(events))
     }
 
     /// The last lines of the log of each instance of a version (default: live).

@@ -91,6 +91,17 @@ pub enum Action {
     Monitor { until: Timestamp },
 }
 
+/// The alias changes among `actions`, in order: what the store persists with a transition.
+pub fn alias_changes(actions: &[Action]) -> Vec<(Alias, Option<u64>)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::SetAlias { alias, version } => Some((*alias, *version)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// An event that makes no sense in the rollout's phase.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("rollout {id}: event {event} is not valid in phase {phase}")]
@@ -358,13 +369,7 @@ mod tests {
     }
 
     fn aliases(actions: &[Action]) -> Vec<(Alias, Option<u64>)> {
-        actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::SetAlias { alias, version } => Some((*alias, *version)),
-                _ => None,
-            })
-            .collect()
+        alias_changes(actions)
     }
 
     #[test]

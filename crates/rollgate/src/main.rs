@@ -51,11 +51,11 @@ pub enum Command {
     /// Put live back on blue at once (or stop the running rollout).
     Rollback(cmd::rollback::Args),
     /// Show past rollouts with their events.
-    History(cmd::history::Args),
+    History(cmd::Scope),
     /// Show the logs of an app's instances.
     Logs(cmd::logs::Args),
     /// Show the audit trail.
-    Audit(cmd::audit::Args),
+    Audit(cmd::Scope),
     /// Check a configuration file and list every error.
     Validate,
     /// Watch a whole release story on the embedded default.

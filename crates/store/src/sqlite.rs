@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use rollgate_core::rollout::NewRollout;
-use rollgate_core::{Action, Alias, Rollout, Timestamp};
+use rollgate_core::{Alias, Rollout, Timestamp};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use crate::{
@@ -301,13 +301,7 @@ impl Store for SqliteStore {
             "UPDATE rollouts SET data = ?1 WHERE id = ?2",
             params![to_json(&rollout)?, i(id)],
         )?;
-        let changes: Vec<(Alias, Option<u64>)> = actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::SetAlias { alias, version } => Some((*alias, *version)),
-                _ => None,
-            })
-            .collect();
+        let changes = rollgate_core::rollout::alias_changes(&actions);
         write_aliases(&tx, &d.app, &d.env, &changes, now)?;
         let holder = format!("rollout #{id} (v{number} by {})", d.actor);
         tx.execute(
@@ -583,13 +577,7 @@ mod tests {
 
     fn finish(s: &SqliteStore, r: &Rollout, e: Event, at: u64) -> Rollout {
         let (next, actions) = r.next(&e, Timestamp(at)).unwrap();
-        let aliases = actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::SetAlias { alias, version } => Some((*alias, *version)),
-                _ => None,
-            })
-            .collect();
+        let aliases = rollgate_core::rollout::alias_changes(&actions);
         s.apply(&Transition {
             rollout: &next,
             event: EventRecord {

@@ -3,36 +3,11 @@
 use std::process::ExitCode;
 
 use crate::Global;
-use crate::client::query;
-use crate::locate;
 
-#[derive(clap::Args, Debug)]
-pub struct Args {
-    /// Only this app.
-    pub app: Option<String>,
-    /// Only this environment.
-    #[arg(long, short = 'e')]
-    pub env: Option<String>,
-    /// At most this many rollouts.
-    #[arg(long, default_value_t = 20)]
-    pub limit: u32,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
-}
-
-pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
-    let api = locate::api(g)?;
-    let q = query(&[
-        ("app", a.app),
-        ("env", a.env),
-        ("limit", Some(a.limit.to_string())),
-    ]);
-    let body = api.get(&format!("/v1/history{q}")).await?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&body)?);
+pub async fn run(g: &Global, a: super::Scope) -> anyhow::Result<ExitCode> {
+    let Some(body) = a.fetch(g, "/v1/history").await? else {
         return Ok(ExitCode::SUCCESS);
-    }
+    };
     for r in body["rollouts"].as_array().into_iter().flatten() {
         println!(
             "#{} {}/{} v{} ({}) {} by {} at {}",

@@ -12,6 +12,44 @@ pub mod validate;
 
 use serde_json::Value;
 
+use crate::Global;
+use crate::client::query;
+use crate::locate;
+
+/// The scope of a listing command (`history`, `audit`): newest first, filtered.
+#[derive(clap::Args, Debug)]
+pub struct Scope {
+    /// Only this app.
+    pub app: Option<String>,
+    /// Only this environment.
+    #[arg(long, short = 'e')]
+    pub env: Option<String>,
+    /// At most this many entries.
+    #[arg(long, default_value_t = 20)]
+    pub limit: u32,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Scope {
+    /// GETs `path` with this scope; prints the JSON and returns `None` when `--json` was given.
+    pub async fn fetch(self, g: &Global, path: &str) -> anyhow::Result<Option<Value>> {
+        let api = locate::api(g)?;
+        let q = query(&[
+            ("app", self.app),
+            ("env", self.env),
+            ("limit", Some(self.limit.to_string())),
+        ]);
+        let body = api.get(&format!("{path}{q}")).await?;
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&body)?);
+            return Ok(None);
+        }
+        Ok(Some(body))
+    }
+}
+
 /// Local time-free short form of an RFC 3339 timestamp: `HH:MM:SS.mmm`.
 pub fn clock(rfc3339: &str) -> &str {
     rfc3339.get(11..23).unwrap_or(rfc3339)
