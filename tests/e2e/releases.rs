@@ -293,3 +293,51 @@ async fn validate_lists_every_error_with_file_and_key() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_with_two_instances_are_balanced_and_replaced_without_failures() {
+    let s = Server::start(&demo_config("1s", "instances = 2", "")).await;
+    let gw = s.gateway("staging");
+    let (code, out) = s.deploy(&s.artifact("v1"), &[]).await;
+    assert_eq!(code, 0, "{out}");
+
+    let load = Load::start(&gw, "/version", 6);
+    for tag in ["v2", "v3"] {
+        let (code, out) = s.deploy(&s.artifact(tag), &[]).await;
+        assert_eq!(code, 0, "{out}");
+    }
+    let seen = load.stop().await;
+    assert_eq!(seen.failed(), 0, "{}", seen.summary());
+
+    let status = s.cli_json(&["status", "api", "--env", "staging"]).await;
+    let app = &status["environments"][0]["apps"][0];
+    let live = app["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["number"] == 3)
+        .unwrap();
+    let instances = live["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 2, "{live}");
+    assert!(
+        instances.iter().all(|i| i["status"]["state"] == "healthy"),
+        "{live}"
+    );
+    // v1 was the version before blue once v3 succeeded: stopped.
+    let v1 = app["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["number"] == 1)
+        .unwrap();
+    assert_eq!(v1["instances"].as_array().unwrap().len(), 0, "{v1}");
+
+    // Both instances of the live version get traffic (round-robin).
+    let mut pids = std::collections::BTreeSet::new();
+    for _ in 0..10 {
+        let (_, _, body) = get(&gw, "/version", &[]).await;
+        let v: Value = serde_json::from_str(&body).unwrap();
+        pids.insert(v["pid"].as_u64().unwrap());
+    }
+    assert_eq!(pids.len(), 2, "{pids:?}");
+}

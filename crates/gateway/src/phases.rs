@@ -154,7 +154,12 @@ async fn phase_proxy(
 
     let deadline = tokio::time::Instant::now() + shared.config.upstream_timeout;
     let mut last_failure = String::new();
-    for (attempt, instance) in target.instances.iter().enumerate() {
+    // An app may close an idle keep-alive connection just as the pool hands it out (gunicorn
+    // does after 2 s); the request then dies before any response. For idempotent methods one
+    // more try on a fresh connection is safe and hides that race from the client.
+    let mut stale_retry = parts.method.is_idempotent();
+    let mut attempt = 0;
+    while let Some(instance) = target.instances.get(attempt) {
         if attempt > 0 {
             // The previous instance is done with; count this one instead.
             recorder.in_flight = Some(shared.routes.begin(&instance.id));
@@ -189,6 +194,16 @@ async fn phase_proxy(
                     "upstream connect failed; trying the next instance"
                 );
                 last_failure = format!("{}: {err:?}", instance.id);
+                attempt += 1;
+            }
+            Ok(Err(err)) if stale_retry && closed_before_response(&err) => {
+                tracing::debug!(
+                    request_id = %recorder.request_id,
+                    instance = %instance.id,
+                    error = ?err,
+                    "upstream closed the connection before answering; retrying once"
+                );
+                stale_retry = false;
             }
             Ok(Err(err)) => {
                 return Err(ProxyError::UpstreamUnavailable {
@@ -282,6 +297,13 @@ fn never_sent(err: &hyper_util::client::legacy::Error) -> bool {
     std::error::Error::source(err)
         .and_then(|source| source.downcast_ref::<hyper::Error>())
         .is_some_and(hyper::Error::is_canceled)
+}
+
+/// True when the upstream closed the connection before sending any response.
+fn closed_before_response(err: &hyper_util::client::legacy::Error) -> bool {
+    std::error::Error::source(err)
+        .and_then(|source| source.downcast_ref::<hyper::Error>())
+        .is_some_and(hyper::Error::is_incomplete_message)
 }
 
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1): `Connection` and every header it names,

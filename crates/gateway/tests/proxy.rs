@@ -280,6 +280,75 @@ async fn a_refusing_instance_is_retried_on_the_other_instance() {
     gateway.stop().await;
 }
 
+/// An upstream that closes the first connection it gets right after reading the request,
+/// without answering (an app closing an idle keep-alive connection as it is reused), and
+/// answers `200 ok` on every later one.
+async fn closes_first_connection() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicU64>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => seen.extend_from_slice(&buf[..k]),
+                    }
+                }
+                if n % 2 == 0 {
+                    return; // dropped: closed without an answer
+                }
+                let _ = socket
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn an_idempotent_request_is_retried_once_when_the_upstream_closes_before_answering() {
+    let (addr, accepted) = closes_first_connection().await;
+    let gateway = TestGateway::with_table(table(
+        "api",
+        vec![Backend {
+            version: 1,
+            weight: 1000,
+            instances: vec![Upstream {
+                id: "flaky".to_owned(),
+                addr,
+            }],
+        }],
+    ))
+    .await;
+    let client = TestClient::new();
+    let answer = client.get(gateway.addr, "/").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body, "ok");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "one retry on a fresh connection"
+    );
+
+    // A POST may have had effects: it is never sent twice.
+    let answer = client
+        .send(gateway.addr, "POST", "/", &[], Bytes::from_static(b"x"))
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    gateway.stop().await;
+}
+
 #[tokio::test]
 async fn all_instances_dead_is_502_upstream_unavailable() {
     let gateway = TestGateway::with_table(RouteTable {
