@@ -285,8 +285,10 @@ async fn a_refusing_instance_is_retried_on_the_other_instance() {
 /// answers `200 ok` on every later one.
 async fn closes_first_connection() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicU64>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind flaky upstream");
+    let addr = listener.local_addr().expect("flaky upstream addr");
     let accepted = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counter = Arc::clone(&accepted);
     tokio::spawn(async move {
@@ -301,7 +303,7 @@ async fn closes_first_connection() -> (std::net::SocketAddr, Arc<std::sync::atom
                         Ok(k) => seen.extend_from_slice(&buf[..k]),
                     }
                 }
-                if n % 2 == 0 {
+                if n.is_multiple_of(2) {
                     return; // dropped: closed without an answer
                 }
                 let _ = socket
