@@ -325,9 +325,8 @@ impl Controller {
         let mut waits = tokio::task::JoinSet::new();
         for h in handles {
             waits.spawn(async move {
-                h.wait_healthy(deadline)
-                    .await
-                    .map_err(|e| format!("{}: {e}", h.id()))
+                // The runtime's errors name the instance already.
+                h.wait_healthy(deadline).await.map_err(|e| e.to_string())
             });
         }
         let mut failure = None;

@@ -49,7 +49,7 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("gateway of environment {env}: {message}")]
+    #[error("environment {env}: {message}")]
     Gateway { env: String, message: String },
     #[error("process driver: {0}")]
     Runtime(String),

@@ -10,7 +10,7 @@ pub async fn run(g: &Global, a: super::Scope) -> anyhow::Result<ExitCode> {
     };
     for r in body["rollouts"].as_array().into_iter().flatten() {
         println!(
-            "#{} {}/{} v{} ({}) {} by {} at {}",
+            "#{} {}/{} v{} ({}): {}, started by {} at {}",
             r["id"],
             super::s(r, "app"),
             super::s(r, "env"),
