@@ -341,3 +341,54 @@ async fn versions_with_two_instances_are_balanced_and_replaced_without_failures(
     }
     assert_eq!(pids.len(), 2, "{pids:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_tells_the_whole_story_and_cleans_up() {
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(180),
+        tokio::process::Command::new(crate::util::BIN)
+            .args(["demo", "--exit"])
+            .output(),
+    )
+    .await
+    .expect("the demo finishes by itself")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The summary's lines, not the headings of each step.
+    let line = |needle: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with("  ") && l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in:\n{stdout}"))
+            .to_string()
+    };
+    assert!(
+        line("v2  healthy release").contains("succeeded")
+            && line("v2  healthy release").ends_with(" 0 failed"),
+        "{stdout}"
+    );
+    assert!(
+        line("v3  fails its health check").contains("caught before traffic")
+            && line("v3  fails").ends_with(" 0 failed"),
+        "{stdout}"
+    );
+    assert!(
+        line("v4  answers 50%").contains("rolled back automatically"),
+        "{stdout}"
+    );
+    assert!(line("total:").contains(" 0 connection errors"), "{stdout}");
+    assert!(line("  api  live v2").contains("blue v1"), "{stdout}");
+    // Its temporary directory is gone, and with it every instance.
+    let dir = stdout
+        .lines()
+        .next()
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap()
+        .to_string();
+    assert!(!std::path::Path::new(&dir).exists(), "{dir} left behind");
+}
