@@ -8,6 +8,8 @@
 //! | POST | `/v1/deploy` | `{app, env, artifact, label?, vars?}` → 202 with the rollout id |
 //! | GET | `/v1/rollouts/{id}` | one rollout with its events |
 //! | POST | `/v1/rollback` | `{app, env}`: live back to blue (or cancel the running rollout) |
+//! | POST | `/v1/promote`, `/v1/pause`, `/v1/resume`, `/v1/abort` | `{app, env}`: operator commands to the running rollout |
+//! | POST | `/v1/retry` | `{app, env}`: a new rollout of the version whose last rollout failed |
 //! | GET | `/v1/history?app=&env=&limit=` | rollouts with events, newest first |
 //! | GET | `/v1/logs?app=&env=&version=&lines=` | instance log tails |
 //! | GET | `/v1/audit?app=&env=&limit=` | audit entries, newest first |
@@ -25,7 +27,7 @@ use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use crate::controller::{Controller, DeployRequest, rfc3339};
+use crate::controller::{Command, Controller, DeployRequest, rfc3339};
 use crate::error::ApiError;
 
 #[derive(Clone)]
@@ -45,6 +47,11 @@ pub fn router(controller: Arc<Controller>, token: String) -> Router {
         .route("/v1/deploy", post(deploy))
         .route("/v1/rollouts/{id}", get(rollout))
         .route("/v1/rollback", post(rollback))
+        .route("/v1/promote", post(promote))
+        .route("/v1/pause", post(pause))
+        .route("/v1/resume", post(resume))
+        .route("/v1/abort", post(abort))
+        .route("/v1/retry", post(retry))
         .route("/v1/history", get(history))
         .route("/v1/logs", get(logs))
         .route("/v1/audit", get(audit))
@@ -190,4 +197,63 @@ async fn audit(
         .map(|a| json!({ "at": rfc3339(a.at), "actor": a.actor, "action": a.action, "app": a.app, "env": a.env, "detail": a.detail }))
         .collect();
     Ok(Json(json!({ "audit": entries })))
+}
+
+async fn operator(
+    s: AppState,
+    headers: HeaderMap,
+    body: Result<Json<RollbackRequest>, axum::extract::rejection::JsonRejection>,
+    command: Command,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    Ok(Json(
+        s.controller
+            .command(&req.app, &req.env, command, &actor(&headers))
+            .await?,
+    ))
+}
+
+async fn promote(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<RollbackRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    operator(s, headers, body, Command::Promote).await
+}
+
+async fn pause(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<RollbackRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    operator(s, headers, body, Command::Pause).await
+}
+
+async fn resume(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<RollbackRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    operator(s, headers, body, Command::Resume).await
+}
+
+async fn abort(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<RollbackRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    operator(s, headers, body, Command::Cancel).await
+}
+
+async fn retry(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<RollbackRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let accepted = s
+        .controller
+        .retry(&req.app, &req.env, &actor(&headers))
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(json!(accepted))))
 }

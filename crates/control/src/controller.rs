@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rollgate_core::config::{AppConfig, EnvConfig};
+use rollgate_core::config::{AppConfig, EnvConfig, Inconclusive};
 use rollgate_core::{
     Action, Alias, Config, Event, Phase, Rollout, RuleVerdict, Timestamp, TrafficStats,
 };
@@ -22,7 +22,7 @@ use rollgate_store::{
 };
 use serde::Serialize;
 use serde_json::json;
-use tokio::sync::watch;
+use tokio::sync::mpsc;
 
 use crate::artifacts::ArtifactStore;
 use crate::error::ApiError;
@@ -58,7 +58,7 @@ pub struct EnvGateway {
     pub metrics: Metrics,
 }
 
-type RouteSignature = Vec<(String, u64, Vec<String>)>;
+type RouteSignature = Vec<(String, u64, u32, Vec<String>)>;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct VersionKey {
@@ -101,9 +101,33 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// A rollout being driven: its cancel switch and its task.
+/// An operator's command to a running rollout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Abort before promotion, roll back after it.
+    Cancel,
+    Promote,
+    Pause,
+    Resume,
+}
+
+impl Command {
+    fn event(&self, by: &str) -> Event {
+        let by = by.to_string();
+        match self {
+            Command::Cancel => Event::Cancel { by },
+            Command::Promote => Event::Promote { by },
+            Command::Pause => Event::Pause { by },
+            Command::Resume => Event::Resume { by },
+        }
+    }
+}
+
+type Commands = mpsc::UnboundedReceiver<(Command, String)>;
+
+/// A rollout being driven: its command queue and its task.
 struct Driving {
-    cancel: watch::Sender<Option<String>>,
+    commands: mpsc::UnboundedSender<(Command, String)>,
     task: Option<tokio::task::AbortHandle>,
 }
 
@@ -432,18 +456,40 @@ impl Controller {
         // instances (by the refresher, say) from landing after a newer one: a version being
         // drained must never come back into the table.
         let mut applied = lock(&self.applied);
+        let (active, aliases) = match (self.store.active_rollouts(), self.store.all_aliases()) {
+            (Ok(a), Ok(s)) => (a, s),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, "cannot read the store; routing unchanged");
+                return;
+            }
+        };
         let mut apps = Vec::new();
         let mut signature = Vec::new();
         for app in self.config.apps_in(env_c) {
-            let live = match self.store.aliases(&app.name, env) {
-                Ok(set) => set.live,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read aliases; routing unchanged");
-                    return;
-                }
-            };
-            let mut backends = Vec::new();
+            let live = aliases
+                .iter()
+                .find(|(a, e, _)| *a == app.name && e == env)
+                .and_then(|(_, _, set)| set.live);
+            // While a gradual rollout shifts, live still names the stable version and the
+            // candidate gets the rollout's weight of its traffic. The candidate comes first so
+            // that hashing a sticky key keeps a client on it as its weight grows.
+            let canary = active.iter().find(|r| {
+                r.app == app.name
+                    && r.env == env
+                    && matches!(r.phase, Phase::Shifting | Phase::Paused)
+                    && r.weight > 0
+                    && live.is_some()
+                    && r.from_version == live
+            });
+            let mut split: Vec<(u64, u32)> = Vec::new();
+            if let Some(r) = canary {
+                split.push((r.version, r.weight));
+            }
             if let Some(v) = live {
+                split.push((v, 1000 - canary.map_or(0, |r| r.weight.min(1000))));
+            }
+            let mut backends = Vec::new();
+            for (v, weight) in split {
                 let key = VersionKey {
                     app: app.name.clone(),
                     env: env.to_string(),
@@ -453,11 +499,12 @@ impl Controller {
                 signature.push((
                     app.name.clone(),
                     v,
+                    weight,
                     instances.iter().map(|u| u.id.clone()).collect(),
                 ));
                 backends.push(Backend {
                     version: v,
-                    weight: 1000,
+                    weight,
                     instances,
                 });
             }
@@ -516,13 +563,15 @@ impl Controller {
             .map_err(|e| ApiError::Artifact(e.to_string()))?;
         let (version, rollout) = self.store.create_deploy(
             &NewDeploy {
+                retry: None,
                 app: req.app.clone(),
                 env: req.env.clone(),
                 digest: artifact.digest.clone(),
                 label: req.label.clone(),
                 vars: req.vars.clone(),
                 actor: actor.to_string(),
-                strategy: "blue-green".to_string(),
+                strategy: env_c.strategy.name().to_string(),
+                steps: env_c.strategy.steps(),
                 monitor: env_c.monitor,
                 lease: LEASE,
             },
@@ -544,12 +593,12 @@ impl Controller {
     }
 
     fn spawn_drive(self: &Arc<Self>, rollout: Rollout, actions: Vec<Action>) {
-        let (tx, rx) = watch::channel(None);
+        let (tx, rx) = mpsc::unbounded_channel();
         let id = rollout.id;
         lock(&self.active).insert(
             id,
             Driving {
-                cancel: tx,
+                commands: tx,
                 task: None,
             },
         );
@@ -568,8 +617,7 @@ impl Controller {
         match self.transition(&r, &event, None).await {
             Ok((next, actions)) => {
                 if next.phase.is_terminal() {
-                    let (tx, rx) = watch::channel(None);
-                    drop(tx);
+                    let (_, rx) = mpsc::unbounded_channel();
                     self.drive(next, actions, rx).await;
                 } else {
                     self.spawn_drive(next, actions);
@@ -646,7 +694,7 @@ impl Controller {
         self: &Arc<Self>,
         mut rollout: Rollout,
         mut actions: Vec<Action>,
-        mut cancel: watch::Receiver<Option<String>>,
+        mut commands: Commands,
     ) {
         let _renew = {
             let this = Arc::clone(self);
@@ -665,7 +713,7 @@ impl Controller {
         loop {
             let mut next_event: Option<(Event, Option<serde_json::Value>)> = None;
             for action in std::mem::take(&mut actions) {
-                let outcome = self.execute(&rollout, &action, &mut cancel).await;
+                let outcome = self.execute(&rollout, &action, &mut commands).await;
                 if outcome.is_some() {
                     next_event = outcome;
                 }
@@ -697,7 +745,7 @@ impl Controller {
         &self,
         r: &Rollout,
         action: &Action,
-        cancel: &mut watch::Receiver<Option<String>>,
+        commands: &mut Commands,
     ) -> Option<(Event, Option<serde_json::Value>)> {
         match action {
             Action::SetAlias { .. } => None,
@@ -716,7 +764,7 @@ impl Controller {
                         Ok(()) => (Event::InstancesHealthy, Some(json!({ "instances": self.instance_addrs(&r.app, &r.env, *version) }))),
                         Err(reason) => (Event::InstancesFailed { reason }, None),
                     }),
-                    by = cancelled(cancel) => Some((Event::Cancel { by }, None)),
+                    event = next_command(r, commands) => Some((event, None)),
                 }
             }
             Action::RunSmoke { version } => {
@@ -732,10 +780,11 @@ impl Controller {
                         Ok(results) => (Event::SmokePassed, Some(json!({ "results": results }))),
                         Err((reason, results)) => (Event::SmokeFailed { reason }, Some(json!({ "results": results }))),
                     }),
-                    by = cancelled(cancel) => Some((Event::Cancel { by }, None)),
+                    event = next_command(r, commands) => Some((event, None)),
                 }
             }
-            Action::Monitor { until } => Some(self.monitor(r, *until, cancel).await),
+            Action::Monitor { until } => Some(self.watch(r, Some(*until), false, commands).await),
+            Action::Analyze { until } => Some(self.watch(r, *until, true, commands).await),
         }
     }
 
@@ -751,16 +800,32 @@ impl Controller {
             .unwrap_or_default()
     }
 
-    /// Watches the promoted version until `until`: its instances' health and the rules over
-    /// the traffic the gateway saw.
-    async fn monitor(
+    /// Watches the candidate until `until` (or until an operator acts when `None`): its
+    /// instances' health and the rules over the traffic the gateway saw. `shifting` selects the
+    /// events of a weight step (analysis) rather than of the monitor window after promotion.
+    async fn watch(
         &self,
         r: &Rollout,
-        until: Timestamp,
-        cancel: &mut watch::Receiver<Option<String>>,
+        until: Option<Timestamp>,
+        shifting: bool,
+        commands: &mut Commands,
     ) -> (Event, Option<serde_json::Value>) {
+        let fail = |reason: String| {
+            if shifting {
+                Event::AnalysisFailed { reason }
+            } else {
+                Event::MonitorFailed { reason }
+            }
+        };
         let Some(env_c) = self.config.envs.get(&r.env) else {
-            return (Event::MonitorElapsed, None);
+            return (
+                if shifting {
+                    Event::StepElapsed
+                } else {
+                    Event::MonitorElapsed
+                },
+                None,
+            );
         };
         let key = VersionKey {
             app: r.app.clone(),
@@ -773,14 +838,12 @@ impl Controller {
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                by = cancelled(cancel) => return (Event::Cancel { by }, Some(json!({ "verdicts": last }))),
+                event = next_command(r, commands) => return (event, Some(json!({ "verdicts": last }))),
             }
             let handles = lock(&self.instances).get(&key).cloned().unwrap_or_default();
             if handles.is_empty() {
                 return (
-                    Event::MonitorFailed {
-                        reason: format!("v{} has no running instance", r.version),
-                    },
+                    fail(format!("v{} has no running instance", r.version)),
                     None,
                 );
             }
@@ -790,23 +853,40 @@ impl Controller {
                     other => {
                         let reason = format!("instance {} is {}", h.id(), describe_status(&other));
                         return (
-                            Event::MonitorFailed { reason },
+                            fail(reason),
                             Some(json!({ "instance": h.id(), "status": other })),
                         );
                     }
                 }
             }
             last = self.judge(env_c, &r.app, r.version);
-            if let Some(fail) = last.iter().find(|v| v.is_fail()) {
-                return (
-                    Event::MonitorFailed {
-                        reason: fail.to_string(),
-                    },
-                    Some(json!({ "verdicts": last })),
-                );
+            if let Some(failed) = last.iter().find(|v| v.is_fail()) {
+                return (fail(failed.to_string()), Some(json!({ "verdicts": last })));
             }
-            if now() >= until {
-                return (Event::MonitorElapsed, Some(json!({ "verdicts": last })));
+            if until.is_some_and(|u| now() >= u) {
+                let data = Some(json!({ "verdicts": last }));
+                if !shifting {
+                    return (Event::MonitorElapsed, data);
+                }
+                let inconclusive: Vec<String> = last
+                    .iter()
+                    .filter(|v| matches!(v, RuleVerdict::Inconclusive { .. }))
+                    .map(ToString::to_string)
+                    .collect();
+                if inconclusive.is_empty() {
+                    return (Event::StepElapsed, data);
+                }
+                // Too little traffic to judge is never a pass: the configured policy decides.
+                let why = format!(
+                    "analysis inconclusive at {}: {}",
+                    rollgate_core::rollout::percent(r.weight),
+                    inconclusive.join("; ")
+                );
+                return match env_c.on_inconclusive {
+                    Inconclusive::Continue => (Event::StepElapsed, data),
+                    Inconclusive::Pause => (Event::Pause { by: why }, data),
+                    Inconclusive::Rollback => (Event::AnalysisFailed { reason: why }, data),
+                };
             }
         }
     }
@@ -832,6 +912,132 @@ impl Controller {
             .collect()
     }
 
+    // ---------------------------------------------------------------- operators
+
+    /// Sends an operator command to the rollout running on (app, env) and returns the rollout
+    /// once the command took effect.
+    pub async fn command(
+        self: &Arc<Self>,
+        app: &str,
+        env: &str,
+        command: Command,
+        actor: &str,
+    ) -> Result<serde_json::Value, ApiError> {
+        self.app_env(app, env)?;
+        let verb = match command {
+            Command::Cancel => "abort",
+            Command::Promote => "promote",
+            Command::Pause => "pause",
+            Command::Resume => "resume",
+        };
+        let Some(r) = self
+            .store
+            .active_rollouts()?
+            .into_iter()
+            .find(|r| r.app == app && r.env == env)
+        else {
+            return Err(ApiError::Conflict(format!(
+                "{app}/{env} has no rollout in progress to {verb}"
+            )));
+        };
+        if r.next(&command.event(actor), now()).is_err() {
+            return Err(ApiError::Conflict(format!(
+                "rollout #{} is {}: cannot {verb} it now",
+                r.id, r.phase
+            )));
+        }
+        let sender = lock(&self.active).get(&r.id).map(|d| d.commands.clone());
+        let Some(sender) = sender else {
+            return Err(ApiError::Conflict(format!(
+                "rollout #{} is being resolved; try again in a moment",
+                r.id
+            )));
+        };
+        let _ = sender.send((command, actor.to_string()));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let current = self.store.rollout(r.id)?;
+            if current.phase != r.phase || current.phase_since != r.phase_since {
+                return Ok(json!({ "rollout": rollout_json(&current) }));
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(ApiError::Internal(format!(
+                    "rollout #{} did not take the command within 30s",
+                    r.id
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Starts a new rollout of the version of the last rollout of (app, env), which must have
+    /// ended without success.
+    pub async fn retry(
+        self: &Arc<Self>,
+        app: &str,
+        env: &str,
+        actor: &str,
+    ) -> Result<DeployAccepted, ApiError> {
+        let (_, env_c) = self.app_env(app, env)?;
+        let last = self
+            .store
+            .rollouts(&Filter {
+                app: Some(app.into()),
+                env: Some(env.into()),
+                limit: Some(1),
+            })?
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::Conflict(format!("{app}/{env} has no rollout to retry")))?;
+        if !last.phase.is_terminal() {
+            return Err(ApiError::Locked(format!(
+                "rollout #{} of {app}/{env} is still {}",
+                last.id, last.phase
+            )));
+        }
+        if last.phase == Phase::Succeeded {
+            return Err(ApiError::Conflict(format!(
+                "rollout #{} succeeded: nothing to retry",
+                last.id
+            )));
+        }
+        let version = self.store.version(app, env, last.version)?;
+        if !self.artifacts.path_of(&version.digest).is_dir() {
+            return Err(ApiError::Artifact(format!(
+                "the artifact {} of v{} is gone",
+                version.digest, version.number
+            )));
+        }
+        let (version, rollout) = self.store.create_deploy(
+            &NewDeploy {
+                retry: Some(last.version),
+                app: app.to_string(),
+                env: env.to_string(),
+                digest: version.digest.clone(),
+                label: version.label.clone(),
+                vars: version.vars.clone(),
+                actor: actor.to_string(),
+                strategy: env_c.strategy.name().to_string(),
+                steps: env_c.strategy.steps(),
+                monitor: env_c.monitor,
+                lease: LEASE,
+            },
+            now(),
+        )?;
+        let accepted = DeployAccepted {
+            rollout_id: rollout.id,
+            app: app.to_string(),
+            env: env.to_string(),
+            version: version.number,
+            digest: version.digest,
+        };
+        let actions = vec![Action::StartVersion {
+            version: rollout.version,
+        }];
+        self.spawn_drive(rollout, actions);
+        Ok(accepted)
+    }
+
     // ---------------------------------------------------------------- rollback
 
     /// Puts `live` back on `blue`. During a rollout this cancels it (an abort before the
@@ -849,14 +1055,14 @@ impl Controller {
             .into_iter()
             .find(|r| r.app == app && r.env == env)
         {
-            let sender = lock(&self.active).get(&r.id).map(|d| d.cancel.clone());
+            let sender = lock(&self.active).get(&r.id).map(|d| d.commands.clone());
             let Some(sender) = sender else {
                 return Err(ApiError::Conflict(format!(
                     "rollout #{} is being resolved; try again in a moment",
                     r.id
                 )));
             };
-            let _ = sender.send(Some(actor.to_string()));
+            let _ = sender.send((Command::Cancel, actor.to_string()));
             let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
             loop {
                 let current = self.store.rollout(r.id)?;
@@ -935,7 +1141,8 @@ impl Controller {
             envs.push(json!({
                 "env": env_c.name,
                 "gateway": gw.map(|g| g.addr.to_string()),
-                "strategy": "blue-green",
+                "strategy": env_c.strategy.name(),
+                "steps": env_c.strategy.steps().iter().map(|s| s.weight as f64 / 10.0).collect::<Vec<_>>(),
                 "monitor_ms": u64::try_from(env_c.monitor.as_millis()).unwrap_or(u64::MAX),
                 "apps": apps,
             }));
@@ -967,11 +1174,21 @@ impl Controller {
             env: Some(env.into()),
             limit: Some(1),
         })?;
-        let traffic: Vec<_> = aliases
-            .live
-            .map(|v| json!({ "version": v, "weight_percent": 100.0 }))
-            .into_iter()
-            .collect();
+        // The same split the routing table applies: the candidate's weight while shifting.
+        let canary = active.as_ref().filter(|r| {
+            matches!(r.phase, Phase::Shifting | Phase::Paused)
+                && r.weight > 0
+                && aliases.live.is_some()
+                && r.from_version == aliases.live
+        });
+        let mut traffic = Vec::new();
+        if let Some(r) = canary {
+            traffic.push(json!({ "version": r.version, "weight_percent": r.weight as f64 / 10.0 }));
+        }
+        if let Some(v) = aliases.live {
+            let w = 1000 - canary.map_or(0, |r| r.weight.min(1000));
+            traffic.push(json!({ "version": v, "weight_percent": w as f64 / 10.0 }));
+        }
         let shown: Vec<_> = versions
             .iter()
             .rev()
@@ -1069,14 +1286,20 @@ impl Controller {
     }
 }
 
-/// Waits until the cancel switch is set; returns who set it. Never returns if the sender is gone.
-async fn cancelled(rx: &mut watch::Receiver<Option<String>>) -> String {
+/// Waits for the next operator command that is valid for the rollout's phase and returns its
+/// event; commands the phase cannot take are dropped (the API checks before sending, so this
+/// only catches races). Never returns once the sender is gone.
+async fn next_command(r: &Rollout, commands: &mut Commands) -> Event {
     loop {
-        if let Some(by) = rx.borrow_and_update().clone() {
-            return by;
-        }
-        if rx.changed().await.is_err() {
-            std::future::pending::<()>().await;
+        match commands.recv().await {
+            Some((command, by)) => {
+                let event = command.event(&by);
+                if r.next(&event, now()).is_ok() {
+                    return event;
+                }
+                tracing::info!(rollout = r.id, phase = %r.phase, ?command, "command ignored: not valid in this phase");
+            }
+            None => std::future::pending::<()>().await,
         }
     }
 }
@@ -1125,10 +1348,34 @@ fn describe(next: &Rollout, event: &Event) -> (String, String) {
             "recovered",
             "the control plane restarted during this rollout".to_string(),
         ),
+        Event::StepElapsed => ("step_passed", "step passed its analysis".to_string()),
+        Event::AnalysisFailed { reason } => (
+            "analysis_failed",
+            format!("v{v} failed its analysis: {reason}"),
+        ),
+        Event::Promote { by } => ("promoted", format!("promoted by {by}")),
+        Event::Pause { by } => ("paused", format!("paused by {by}")),
+        Event::Resume { by } => ("resumed", format!("resumed by {by}")),
     };
     // A terminal event's reason already says what happened; repeating the cause reads badly.
-    let msg = match (&next.reason, next.phase.is_terminal()) {
-        (Some(reason), true) => format!("{}: {reason}", next.phase.as_str().replace('_', " ")),
+    let msg = match (&next.reason, next.phase) {
+        (Some(reason), p) if p.is_terminal() => {
+            format!("{}: {reason}", p.as_str().replace('_', " "))
+        }
+        // Where a gradual shift now stands.
+        (_, Phase::Shifting) if next.step.is_some() => format!(
+            "{msg}; v{v} gets {} of live traffic until {}",
+            rollgate_core::rollout::percent(next.weight),
+            next.step_until.map(rfc3339).unwrap_or_default()
+        ),
+        (_, Phase::Paused) => format!(
+            "{msg}; v{v} holds {} of live traffic until an operator resumes, promotes or aborts",
+            rollgate_core::rollout::percent(next.weight)
+        ),
+        (_, Phase::Monitoring) if !matches!(event, Event::Switched | Event::Recovered) => format!(
+            "{msg}; live switched to v{v}; monitoring until {}",
+            next.monitor_until.map(rfc3339).unwrap_or_default()
+        ),
         _ => msg,
     };
     (kind.to_string(), msg)
@@ -1150,5 +1397,15 @@ pub fn rollout_json(r: &Rollout) -> serde_json::Value {
         "started_at": rfc3339(r.started_at),
         "finished_at": r.finished_at.map(rfc3339),
         "monitor_until": r.monitor_until.map(rfc3339),
+        "steps": r.steps.iter().map(|s| json!({
+            "weight_percent": s.weight as f64 / 10.0,
+            "pause": match s.pause {
+                rollgate_core::Pause::Millis(ms) => json!(ms),
+                rollgate_core::Pause::Manual => json!("manual"),
+            },
+        })).collect::<Vec<_>>(),
+        "step": r.step,
+        "weight_percent": r.weight as f64 / 10.0,
+        "step_until": r.step_until.map(rfc3339),
     })
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::model::valid_name;
+use crate::rollout::{Pause, Step};
 use crate::rule::Rule;
 
 /// The control API's default listen address.
@@ -130,11 +131,68 @@ pub struct SmokeTest {
 }
 
 /// How `live` moves from blue to green.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Strategy {
     /// All traffic at once after verification.
     BlueGreen,
+    /// Weight steps, e.g. 10 → 25 → 50 → 100 %, each held and judged before the next.
+    Canary { steps: Vec<Step> },
+    /// Equal steps of `step` (0.1 % units) every `every`, up to 100 %.
+    Linear {
+        step: u32,
+        #[serde(with = "ms")]
+        every: Duration,
+    },
+}
+
+/// What an inconclusive analysis (too little traffic) leads to at the end of a weight step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Inconclusive {
+    /// Hold the weight until an operator resumes, promotes or aborts.
+    Pause,
+    /// Take all traffic off the candidate, as for a failure.
+    Rollback,
+    /// Go on with the next step; the verdicts are still recorded as inconclusive.
+    Continue,
+}
+
+/// The default canary: 10 → 25 → 50 → 100 %, 30 s each.
+pub const DEFAULT_CANARY_STEPS: [u32; 4] = [100, 250, 500, 1000];
+/// The default pause between canary steps.
+pub const DEFAULT_STEP_INTERVAL: Duration = Duration::from_secs(30);
+
+impl Strategy {
+    /// `blue-green`, `canary` or `linear`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Strategy::BlueGreen => "blue-green",
+            Strategy::Canary { .. } => "canary",
+            Strategy::Linear { .. } => "linear",
+        }
+    }
+
+    /// The weight steps a rollout walks; empty for blue/green.
+    pub fn steps(&self) -> Vec<Step> {
+        match self {
+            Strategy::BlueGreen => Vec::new(),
+            Strategy::Canary { steps } => steps.clone(),
+            Strategy::Linear { step, every } => {
+                let ms = u64::try_from(every.as_millis()).unwrap_or(u64::MAX);
+                let mut out = Vec::new();
+                let mut w = 0;
+                while w < 1000 {
+                    w = (w + step.max(&1)).min(1000);
+                    out.push(Step {
+                        weight: w,
+                        pause: Pause::Millis(ms),
+                    });
+                }
+                out
+            }
+        }
+    }
 }
 
 /// `[env.NAME]`: an environment with its own gateway listener and policies.
@@ -151,6 +209,9 @@ pub struct EnvConfig {
     pub rollback_when: Vec<Rule>,
     /// Requests a rate or latency rule needs before it can pass or fail; default 20.
     pub min_requests: u64,
+    /// What a weight step does when its analysis could not judge for lack of traffic; default
+    /// `pause` (wait for an operator).
+    pub on_inconclusive: Inconclusive,
     /// Apps released in this environment; default all.
     pub apps: Vec<String>,
 }
@@ -504,6 +565,7 @@ fn parse_env(
             "monitor",
             "rollback_when",
             "min_requests",
+            "on_inconclusive",
             "apps",
         ],
     );
@@ -515,16 +577,7 @@ fn parse_env(
             "expected the gateway's listen address, e.g. \"127.0.0.1:8080\"".to_string(),
         );
     }
-    let strategy = match t.string("strategy", cx).as_deref() {
-        None | Some("blue-green") => Strategy::BlueGreen,
-        Some(other) => {
-            cx.err(
-                &t.child("strategy"),
-                format!("expected \"blue-green\", got {other:?}"),
-            );
-            Strategy::BlueGreen
-        }
-    };
+    let strategy = parse_strategy(t, cx);
     let monitor = t.duration("monitor", cx).unwrap_or(Duration::from_secs(30));
     let mut rollback_when = Vec::new();
     match t.string_list("rollback_when", cx) {
@@ -542,6 +595,18 @@ fn parse_env(
             }
         }
     }
+    let on_inconclusive = match t.string("on_inconclusive", cx).as_deref() {
+        None | Some("pause") => Inconclusive::Pause,
+        Some("rollback") => Inconclusive::Rollback,
+        Some("continue") => Inconclusive::Continue,
+        Some(other) => {
+            cx.err(
+                &t.child("on_inconclusive"),
+                format!("expected \"pause\", \"rollback\" or \"continue\", got {other:?}"),
+            );
+            Inconclusive::Pause
+        }
+    };
     let min_requests = t
         .int("min_requests", 1, 1_000_000, cx)
         .map_or(20, |n| n as u64);
@@ -569,8 +634,148 @@ fn parse_env(
         monitor,
         rollback_when,
         min_requests,
+        on_inconclusive,
         apps: env_apps,
     })
+}
+
+const STRATEGY_HELP: &str = "expected \"blue-green\", \"canary\", \"linear\", { canary = { steps = [10, 25, 50, 100], interval = \"30s\" } } or { linear = { step = 10, every = \"1m\" } }";
+
+/// Parses a weight in percent (`10`, `0.5`, `12.5`) into 0.1 % units.
+fn weight(v: &toml::Value) -> Option<u32> {
+    let pct = v.as_float().or_else(|| v.as_integer().map(|i| i as f64))?;
+    let permille = (pct * 10.0).round();
+    ((pct * 10.0 - permille).abs() < 1e-9 && (1.0..=1000.0).contains(&permille))
+        .then_some(permille as u32)
+}
+
+fn parse_strategy(t: &T<'_>, cx: &mut Cx) -> Strategy {
+    let key = t.child("strategy");
+    let Some(v) = t.table.get("strategy") else {
+        return Strategy::BlueGreen;
+    };
+    if let Some(s) = v.as_str() {
+        return match s {
+            "blue-green" => Strategy::BlueGreen,
+            "canary" => Strategy::Canary {
+                steps: DEFAULT_CANARY_STEPS
+                    .iter()
+                    .map(|w| Step {
+                        weight: *w,
+                        pause: Pause::Millis(DEFAULT_STEP_INTERVAL.as_millis() as u64),
+                    })
+                    .collect(),
+            },
+            "linear" => Strategy::Linear {
+                step: 100,
+                every: Duration::from_secs(60),
+            },
+            other => {
+                cx.err(&key, format!("{STRATEGY_HELP}, got {other:?}"));
+                Strategy::BlueGreen
+            }
+        };
+    }
+    let Some(table) = v.as_table().filter(|t| t.len() == 1) else {
+        cx.err(&key, format!("{STRATEGY_HELP}, got {}", v.type_str()));
+        return Strategy::BlueGreen;
+    };
+    let outer = T {
+        key: key.clone(),
+        table,
+    };
+    if let Some(c) = outer.table("canary", cx) {
+        cx.only(&c, &["steps", "interval"]);
+        let interval = c.duration("interval", cx).unwrap_or(DEFAULT_STEP_INTERVAL);
+        let interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+        let mut steps = Vec::new();
+        match c.table.get("steps") {
+            None => steps.extend(DEFAULT_CANARY_STEPS.iter().map(|w| Step {
+                weight: *w,
+                pause: Pause::Millis(interval_ms),
+            })),
+            Some(v) => match v.as_array() {
+                None => cx.err(
+                    &c.child("steps"),
+                    format!("expected an array of percentages, got {}", v.type_str()),
+                ),
+                Some(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        let ikey = format!("{}[{i}]", c.child("steps"));
+                        let step = match item.as_table() {
+                            Some(st) => {
+                                let s = T {
+                                    key: ikey.clone(),
+                                    table: st,
+                                };
+                                cx.only(&s, &["weight", "pause"]);
+                                let w = st.get("weight").and_then(weight);
+                                let pause = match st.get("pause") {
+                                    None => Some(Pause::Millis(interval_ms)),
+                                    Some(p) if p.as_str() == Some("manual") => Some(Pause::Manual),
+                                    Some(p) => p
+                                        .as_str()
+                                        .and_then(|s| humantime::parse_duration(s).ok())
+                                        .map(|d| {
+                                            Pause::Millis(
+                                                u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+                                            )
+                                        }),
+                                };
+                                if pause.is_none() {
+                                    cx.err(
+                                        &format!("{ikey}.pause"),
+                                        "expected a duration like \"1m\" or \"manual\"".to_string(),
+                                    );
+                                }
+                                w.zip(pause).map(|(weight, pause)| Step { weight, pause })
+                            }
+                            None => weight(item).map(|w| Step {
+                                weight: w,
+                                pause: Pause::Millis(interval_ms),
+                            }),
+                        };
+                        match step {
+                            Some(s) => steps.push(s),
+                            None => cx.err(&ikey, "expected a percentage from 0.1 to 100 (steps of 0.1) or { weight = 25, pause = \"manual\" }".to_string()),
+                        }
+                    }
+                }
+            },
+        }
+        if steps.windows(2).any(|w| w[0].weight >= w[1].weight) {
+            cx.err(&c.child("steps"), "expected increasing weights".to_string());
+        }
+        if steps.is_empty() && c.table.contains_key("steps") {
+            cx.err(&c.child("steps"), "expected at least one step".to_string());
+        }
+        return Strategy::Canary { steps };
+    }
+    if let Some(l) = outer.table("linear", cx) {
+        cx.only(&l, &["step", "every"]);
+        let step = match l.table.get("step") {
+            None => 100,
+            Some(v) => weight(v).unwrap_or_else(|| {
+                cx.err(
+                    &l.child("step"),
+                    "expected a percentage from 0.1 to 100".to_string(),
+                );
+                100
+            }),
+        };
+        let every = l.duration("every", cx).unwrap_or(Duration::from_secs(60));
+        return Strategy::Linear { step, every };
+    }
+    if !table.contains_key("canary") && !table.contains_key("linear") {
+        cx.err(
+            &key,
+            format!(
+                "{STRATEGY_HELP}, got a table with {:?}",
+                table.keys().collect::<Vec<_>>()
+            ),
+        );
+    }
+    Strategy::BlueGreen
 }
 
 fn names<'a>(it: impl Iterator<Item = &'a String>) -> String {
@@ -892,6 +1097,74 @@ listen = "127.0.0.1:9000"
             "{shown}"
         );
         assert!(shown.contains("app.b.path_prefix"), "{shown}");
+    }
+
+    #[test]
+    fn strategies_parse_with_defaults_and_checks() {
+        let env = |s: &str| {
+            format!("[app.a]\nrun = \"x\"\n[env.e]\nlisten = \"127.0.0.1:0\"\nstrategy = {s}\n")
+        };
+        let c = Config::parse(&env("\"canary\""), "r.toml").unwrap();
+        let steps = c.envs["e"].strategy.steps();
+        assert_eq!(
+            steps.iter().map(|s| s.weight).collect::<Vec<_>>(),
+            vec![100, 250, 500, 1000]
+        );
+        assert_eq!(steps[0].pause, Pause::Millis(30_000));
+        let c = Config::parse(
+            &env("{ canary = { steps = [0.5, { weight = 25, pause = \"manual\" }, 100], interval = \"10s\" } }"),
+            "r.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.envs["e"].strategy.steps(),
+            vec![
+                Step {
+                    weight: 5,
+                    pause: Pause::Millis(10_000)
+                },
+                Step {
+                    weight: 250,
+                    pause: Pause::Manual
+                },
+                Step {
+                    weight: 1000,
+                    pause: Pause::Millis(10_000)
+                },
+            ]
+        );
+        let c =
+            Config::parse(&env("{ linear = { step = 25, every = \"1m\" } }"), "r.toml").unwrap();
+        assert_eq!(c.envs["e"].strategy.name(), "linear");
+        assert_eq!(
+            c.envs["e"]
+                .strategy
+                .steps()
+                .iter()
+                .map(|s| s.weight)
+                .collect::<Vec<_>>(),
+            vec![250, 500, 750, 1000]
+        );
+        for (bad, needle) in [
+            ("\"yolo\"", "expected \"blue-green\""),
+            ("{ canary = { steps = [50, 10] } }", "increasing"),
+            (
+                "{ canary = { steps = [0.05] } }",
+                "steps[0]: expected a percentage",
+            ),
+            (
+                "{ canary = { steps = [10], pause = \"1m\" } }",
+                "canary.pause: unknown key",
+            ),
+            ("{ linear = { step = 0 } }", "linear.step"),
+            (
+                "{ canary = { steps = [{ weight = 10, pause = \"soon\" }] } }",
+                "steps[0].pause",
+            ),
+        ] {
+            let shown = Config::parse(&env(bad), "r.toml").unwrap_err().to_string();
+            assert!(shown.contains(needle), "{bad}: {shown}");
+        }
     }
 
     #[test]

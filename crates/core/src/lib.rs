@@ -12,5 +12,5 @@ pub mod rule;
 
 pub use config::{AppConfig, Config, ConfigError, ConfigErrors, EnvConfig};
 pub use model::{Alias, Outcome, Phase, Timestamp};
-pub use rollout::{Action, Event, NewRollout, Rollout, TransitionError};
+pub use rollout::{Action, Event, NewRollout, Pause, Rollout, Step, TransitionError};
 pub use rule::{Rule, RuleVerdict, TrafficStats};

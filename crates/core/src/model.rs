@@ -72,8 +72,11 @@ pub enum Phase {
     Deploying,
     /// Running the smoke tests against the candidate before it gets user traffic.
     Verifying,
-    /// Moving `live` to the candidate (one atomic routing change).
+    /// Moving traffic to the candidate: one atomic routing change (blue/green), or weight steps
+    /// (canary, linear), each watched by the analysis.
     Shifting,
+    /// A gradual shift held at its current weight until an operator resumes or promotes it.
+    Paused,
     /// Watching the promoted version; `blue` stays warm.
     Monitoring,
     /// Promoted and watched without fault.
@@ -93,6 +96,7 @@ impl Phase {
             Phase::Deploying => "deploying",
             Phase::Verifying => "verifying",
             Phase::Shifting => "shifting",
+            Phase::Paused => "paused",
             Phase::Monitoring => "monitoring",
             Phase::Succeeded => "succeeded",
             Phase::RolledBack => "rolled_back",
@@ -107,6 +111,7 @@ impl Phase {
             Phase::Deploying,
             Phase::Verifying,
             Phase::Shifting,
+            Phase::Paused,
             Phase::Monitoring,
             Phase::Succeeded,
             Phase::RolledBack,
@@ -183,6 +188,7 @@ mod tests {
             Phase::Deploying,
             Phase::Verifying,
             Phase::Shifting,
+            Phase::Paused,
             Phase::Monitoring,
             Phase::Succeeded,
             Phase::RolledBack,

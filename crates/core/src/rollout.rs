@@ -41,6 +41,46 @@ pub struct Rollout {
     pub monitor_ms: u64,
     /// End of the monitor window, once monitoring.
     pub monitor_until: Option<Timestamp>,
+    /// The weight steps of a gradual shift (canary, linear); empty for blue/green. Copied at
+    /// creation so that a configuration change never alters a running rollout.
+    #[serde(default)]
+    pub steps: Vec<Step>,
+    /// Index of the current step while shifting.
+    #[serde(default)]
+    pub step: Option<usize>,
+    /// The candidate's share of `live` traffic in units of 0.1 % (0–1000) while shifting.
+    #[serde(default)]
+    pub weight: u32,
+    /// When the current step's pause ends (None while paused for an operator).
+    #[serde(default)]
+    pub step_until: Option<Timestamp>,
+}
+
+/// One step of a gradual shift: move the candidate to `weight`, then pause.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    /// The candidate's share in units of 0.1 % (1–1000).
+    pub weight: u32,
+    pub pause: Pause,
+}
+
+/// How long a step holds before the next one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pause {
+    /// Hold this long, judging the candidate all along, then go on by itself.
+    Millis(u64),
+    /// Hold until an operator resumes (`rollgate resume`) or promotes.
+    Manual,
+}
+
+/// `12.5%` from 125.
+pub fn percent(weight: u32) -> String {
+    if weight.is_multiple_of(10) {
+        format!("{}%", weight / 10)
+    } else {
+        format!("{}.{}%", weight / 10, weight % 10)
+    }
 }
 
 /// Something that happened to a rollout.
@@ -71,6 +111,24 @@ pub enum Event {
     },
     /// The control plane restarted while the rollout was active.
     Recovered,
+    /// The current step's pause ended and the analysis found no fault.
+    StepElapsed,
+    /// A rule or statistical judgment failed while the candidate had part of the traffic.
+    AnalysisFailed {
+        reason: String,
+    },
+    /// An operator skips the remaining steps (or the rest of the monitor window).
+    Promote {
+        by: String,
+    },
+    /// An operator holds the shift at its current weight.
+    Pause {
+        by: String,
+    },
+    /// An operator lets a paused shift go on with its next step.
+    Resume {
+        by: String,
+    },
 }
 
 /// What the controller must do after a transition, in order.
@@ -89,6 +147,9 @@ pub enum Action {
     StopVersion { version: u64 },
     /// Watch `live` until the given time.
     Monitor { until: Timestamp },
+    /// Judge the candidate against its rules (and the baseline) until the given time, or until
+    /// an operator acts when `None`.
+    Analyze { until: Option<Timestamp> },
 }
 
 /// The alias changes among `actions`, in order: what the store persists with a transition.
@@ -123,6 +184,8 @@ pub struct NewRollout {
     pub strategy: String,
     pub actor: String,
     pub monitor: Duration,
+    /// Weight steps; empty for blue/green.
+    pub steps: Vec<Step>,
 }
 
 impl Rollout {
@@ -144,6 +207,10 @@ impl Rollout {
             finished_at: None,
             monitor_ms: u64::try_from(new.monitor.as_millis()).unwrap_or(u64::MAX),
             monitor_until: None,
+            steps: new.steps,
+            step: None,
+            weight: 0,
+            step_until: None,
         };
         let actions = vec![
             Action::SetAlias {
@@ -185,6 +252,78 @@ impl Rollout {
                 )),
                 stop_green(),
             ),
+            (Phase::Verifying, Event::SmokePassed) if self.is_gradual() => {
+                return Ok(self.enter_step(0, None, now));
+            }
+            (Phase::Shifting, Event::StepElapsed) | (Phase::Paused, Event::Resume { .. }) => {
+                let next = self.step.map_or(0, |i| i + 1);
+                return Ok(if next < self.steps.len() {
+                    self.enter_step(next, None, now)
+                } else {
+                    self.promote(None, now)
+                });
+            }
+            (Phase::Shifting | Phase::Paused, Event::Promote { by }) => {
+                return Ok(self.promote(Some(format!("promoted by {by}")), now));
+            }
+            (Phase::Shifting, Event::Pause { by }) if self.step.is_some() => {
+                let mut r = self.moved(
+                    Phase::Paused,
+                    Some(format!("paused by {by} at {}", percent(self.weight))),
+                    now,
+                );
+                r.step_until = None;
+                return Ok((r, vec![Action::Analyze { until: None }]));
+            }
+            (Phase::Shifting | Phase::Paused, Event::AnalysisFailed { reason })
+                if self.step.is_some() =>
+            {
+                return Ok(self.off_candidate(
+                    Phase::RolledBack,
+                    format!("{reason}; all traffic is back on {}", self.stable_name()),
+                    now,
+                ));
+            }
+            (Phase::Shifting | Phase::Paused, Event::Cancel { by }) if self.step.is_some() => {
+                return Ok(self.off_candidate(
+                    Phase::Aborted,
+                    format!(
+                        "aborted by {by} at {}; all traffic is back on {}",
+                        percent(self.weight),
+                        self.stable_name()
+                    ),
+                    now,
+                ));
+            }
+            (Phase::Shifting, Event::Recovered) if self.step.is_some() => {
+                let i = self.step.unwrap_or(0);
+                return Ok(self.enter_step(
+                    i,
+                    Some(format!(
+                        "resumed at {} after a control-plane restart",
+                        percent(self.weight)
+                    )),
+                    now,
+                ));
+            }
+            (Phase::Paused, Event::Recovered) => {
+                let r = self.moved(
+                    Phase::Paused,
+                    Some(format!(
+                        "still paused at {} after a control-plane restart",
+                        percent(self.weight)
+                    )),
+                    now,
+                );
+                return Ok((r, vec![Action::Route, Action::Analyze { until: None }]));
+            }
+            (Phase::Monitoring, Event::Promote { by }) => {
+                let (mut r, actions) = self.next(&Event::MonitorElapsed, now)?;
+                r.reason = r
+                    .reason
+                    .map(|why| format!("{why} (monitor window cut short by {by})"));
+                return Ok((r, actions));
+            }
             (Phase::Verifying, Event::SmokePassed) => {
                 let mut actions = vec![Action::SetAlias {
                     alias: Alias::Live,
@@ -275,6 +414,85 @@ impl Rollout {
         Ok((self.moved(phase, reason, now), actions))
     }
 
+    /// True when the candidate takes traffic in steps against a stable version.
+    fn is_gradual(&self) -> bool {
+        !self.steps.is_empty() && self.from_version.is_some()
+    }
+
+    fn stable_name(&self) -> String {
+        self.from_version
+            .map_or_else(|| "the stable version".to_string(), |v| format!("v{v}"))
+    }
+
+    /// Moves to step `i`: its weight, then its pause (timed, or held for an operator).
+    fn enter_step(
+        &self,
+        i: usize,
+        reason: Option<String>,
+        now: Timestamp,
+    ) -> (Rollout, Vec<Action>) {
+        let step = self.steps.get(i).cloned().unwrap_or(Step {
+            weight: 1000,
+            pause: Pause::Millis(0),
+        });
+        let (phase, until) = match step.pause {
+            Pause::Millis(ms) => (Phase::Shifting, Some(now.after(Duration::from_millis(ms)))),
+            Pause::Manual => (Phase::Paused, None),
+        };
+        let mut r = self.moved(phase, reason, now);
+        r.step = Some(i);
+        r.weight = step.weight;
+        r.step_until = until;
+        (r, vec![Action::Route, Action::Analyze { until }])
+    }
+
+    /// Full promotion: `live` moves to the candidate, the stable version becomes `blue`.
+    fn promote(&self, reason: Option<String>, now: Timestamp) -> (Rollout, Vec<Action>) {
+        let until = now.after(Duration::from_millis(self.monitor_ms));
+        let mut r = self.moved(Phase::Monitoring, reason, now);
+        r.step = None;
+        r.step_until = None;
+        r.weight = 1000;
+        r.monitor_until = Some(until);
+        let mut actions = vec![Action::SetAlias {
+            alias: Alias::Live,
+            version: Some(self.version),
+        }];
+        if self.from_version.is_some() {
+            actions.push(Action::SetAlias {
+                alias: Alias::Blue,
+                version: self.from_version,
+            });
+        }
+        actions.push(Action::Route);
+        actions.push(Action::Monitor { until });
+        (r, actions)
+    }
+
+    /// Takes every request off the candidate (live never left the stable version) and stops it.
+    fn off_candidate(
+        &self,
+        phase: Phase,
+        reason: String,
+        now: Timestamp,
+    ) -> (Rollout, Vec<Action>) {
+        let mut r = self.moved(phase, Some(reason), now);
+        r.step = None;
+        r.step_until = None;
+        r.weight = 0;
+        let actions = vec![
+            Action::SetAlias {
+                alias: Alias::Green,
+                version: None,
+            },
+            Action::Route,
+            Action::StopVersion {
+                version: self.version,
+            },
+        ];
+        (r, actions)
+    }
+
     fn back_to_blue(&self, why: &str) -> (Phase, Option<String>, Vec<Action>) {
         let green = self.version;
         match self.from_version {
@@ -339,6 +557,11 @@ fn event_name(e: &Event) -> &'static str {
         Event::MonitorElapsed => "monitor_elapsed",
         Event::Cancel { .. } => "cancel",
         Event::Recovered => "recovered",
+        Event::StepElapsed => "step_elapsed",
+        Event::AnalysisFailed { .. } => "analysis_failed",
+        Event::Promote { .. } => "promote",
+        Event::Pause { .. } => "pause",
+        Event::Resume { .. } => "resume",
     }
 }
 
@@ -358,6 +581,7 @@ mod tests {
                 strategy: "blue-green".into(),
                 actor: "ada".into(),
                 monitor: Duration::from_secs(30),
+                steps: vec![],
             },
             Timestamp(1_000),
         )
@@ -512,5 +736,148 @@ mod tests {
                 .next(&Event::Switched, Timestamp(3))
                 .is_err()
         );
+    }
+
+    fn canary(steps: &[(u32, Pause)]) -> Rollout {
+        let mut r = new(Some(2), Some(1));
+        r.steps = steps
+            .iter()
+            .map(|(w, p)| Step {
+                weight: *w,
+                pause: *p,
+            })
+            .collect();
+        let (r, _) = step(&r, Event::InstancesHealthy, 2);
+        r
+    }
+
+    #[test]
+    fn canary_walks_its_steps_then_promotes() {
+        let r = canary(&[
+            (100, Pause::Millis(1_000)),
+            (500, Pause::Millis(1_000)),
+            (1000, Pause::Millis(0)),
+        ]);
+        let (r, a) = step(&r, Event::SmokePassed, 10);
+        assert_eq!(
+            (r.phase, r.step, r.weight, r.step_until),
+            (Phase::Shifting, Some(0), 100, Some(Timestamp(1_010)))
+        );
+        assert_eq!(
+            a,
+            vec![
+                Action::Route,
+                Action::Analyze {
+                    until: Some(Timestamp(1_010))
+                }
+            ]
+        );
+        assert!(
+            aliases(&a).is_empty(),
+            "live stays on the stable version while shifting"
+        );
+        let (r, _) = step(&r, Event::StepElapsed, 1_010);
+        assert_eq!((r.step, r.weight), (Some(1), 500));
+        let (r, _) = step(&r, Event::StepElapsed, 2_010);
+        assert_eq!((r.step, r.weight), (Some(2), 1000));
+        let (r, a) = step(&r, Event::StepElapsed, 2_010);
+        assert_eq!(r.phase, Phase::Monitoring);
+        assert_eq!(
+            aliases(&a),
+            vec![(Alias::Live, Some(3)), (Alias::Blue, Some(2))]
+        );
+        assert!(a.contains(&Action::Monitor {
+            until: Timestamp(32_010)
+        }));
+    }
+
+    #[test]
+    fn a_failing_analysis_takes_all_traffic_off_the_candidate() {
+        let r = canary(&[(100, Pause::Millis(1_000)), (1000, Pause::Millis(0))]);
+        let (r, _) = step(&r, Event::SmokePassed, 10);
+        let (r, a) = step(
+            &r,
+            Event::AnalysisFailed {
+                reason: "FAIL: error_rate > 5%".into(),
+            },
+            500,
+        );
+        assert_eq!((r.phase, r.weight, r.step), (Phase::RolledBack, 0, None));
+        assert_eq!(
+            aliases(&a),
+            vec![(Alias::Green, None)],
+            "live never left v2"
+        );
+        assert!(a.contains(&Action::Route) && a.contains(&Action::StopVersion { version: 3 }));
+        assert!(r.reason.unwrap().contains("all traffic is back on v2"));
+    }
+
+    #[test]
+    fn operators_pause_resume_promote_and_abort() {
+        let r = canary(&[
+            (100, Pause::Millis(1_000)),
+            (250, Pause::Manual),
+            (1000, Pause::Millis(0)),
+        ]);
+        let (r, _) = step(&r, Event::SmokePassed, 10);
+        let (r, a) = step(&r, Event::Pause { by: "ada".into() }, 20);
+        assert_eq!((r.phase, r.weight), (Phase::Paused, 100));
+        assert_eq!(a, vec![Action::Analyze { until: None }]);
+        // Resume goes on with the next step, which itself waits for an operator.
+        let (r, _) = step(&r, Event::Resume { by: "ada".into() }, 30);
+        assert_eq!(
+            (r.phase, r.weight, r.step_until),
+            (Phase::Paused, 250, None)
+        );
+        let (aborted, _) = step(&r, Event::Cancel { by: "bob".into() }, 40);
+        assert_eq!((aborted.phase, aborted.weight), (Phase::Aborted, 0));
+        assert!(aborted.reason.unwrap().contains("aborted by bob at 25%"));
+        let (promoted, a) = step(&r, Event::Promote { by: "cy".into() }, 40);
+        assert_eq!(promoted.phase, Phase::Monitoring);
+        assert_eq!(aliases(&a)[0], (Alias::Live, Some(3)));
+        let (done, _) = step(&promoted, Event::Promote { by: "cy".into() }, 50);
+        assert_eq!(done.phase, Phase::Succeeded);
+    }
+
+    #[test]
+    fn a_restart_resumes_the_current_step() {
+        let r = canary(&[
+            (100, Pause::Millis(1_000)),
+            (500, Pause::Millis(60_000)),
+            (1000, Pause::Millis(0)),
+        ]);
+        let (r, _) = step(&r, Event::SmokePassed, 10);
+        let (r, _) = step(&r, Event::StepElapsed, 1_010);
+        let (r, a) = step(&r, Event::Recovered, 100_000);
+        assert_eq!((r.phase, r.step, r.weight), (Phase::Shifting, Some(1), 500));
+        assert_eq!(
+            a,
+            vec![
+                Action::Route,
+                Action::Analyze {
+                    until: Some(Timestamp(160_000))
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn a_first_release_with_a_canary_strategy_switches_at_once() {
+        let mut r = new(None, None);
+        r.steps = vec![Step {
+            weight: 100,
+            pause: Pause::Millis(1_000),
+        }];
+        let (r, _) = step(&r, Event::InstancesHealthy, 2);
+        let (r, a) = step(&r, Event::SmokePassed, 3);
+        assert_eq!(r.phase, Phase::Shifting);
+        assert_eq!(aliases(&a), vec![(Alias::Live, Some(3))]);
+    }
+
+    #[test]
+    fn percentages_read_well() {
+        assert_eq!(percent(100), "10%");
+        assert_eq!(percent(5), "0.5%");
+        assert_eq!(percent(1000), "100%");
     }
 }

@@ -50,6 +50,16 @@ pub enum Command {
     Status(cmd::status::Args),
     /// Put live back on blue at once (or stop the running rollout).
     Rollback(cmd::rollback::Args),
+    /// Skip the remaining steps of the rollout in progress (or the rest of its monitor window).
+    Promote(cmd::operate::Args),
+    /// Hold the rollout in progress at its current weight.
+    Pause(cmd::operate::Args),
+    /// Let a paused rollout go on with its next step.
+    Resume(cmd::operate::Args),
+    /// Stop the rollout in progress: all traffic back on the stable version.
+    Abort(cmd::operate::Args),
+    /// Roll out again the version whose last rollout failed, was rolled back or aborted.
+    Retry(cmd::operate::Args),
     /// Show past rollouts with their events.
     History(cmd::Scope),
     /// Show the logs of an app's instances.
@@ -101,6 +111,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Deploy(a) => cmd::deploy::run(&g, a).await,
         Command::Status(a) => cmd::status::run(&g, a).await,
         Command::Rollback(a) => cmd::rollback::run(&g, a).await,
+        Command::Promote(a) => cmd::operate::run(&g, "promote", a).await,
+        Command::Pause(a) => cmd::operate::run(&g, "pause", a).await,
+        Command::Resume(a) => cmd::operate::run(&g, "resume", a).await,
+        Command::Abort(a) => cmd::operate::run(&g, "abort", a).await,
+        Command::Retry(a) => cmd::retry::run(&g, a).await,
         Command::History(a) => cmd::history::run(&g, a).await,
         Command::Logs(a) => cmd::logs::run(&g, a).await,
         Command::Audit(a) => cmd::audit::run(&g, a).await,

@@ -126,6 +126,9 @@ pub struct AuditEntry {
 /// A deploy request, as the store needs it.
 #[derive(Clone, Debug)]
 pub struct NewDeploy {
+    /// `Some(n)`: a retry, a new rollout of the existing version n (digest, label and vars
+    /// are taken from it); `None`: a new version N+1.
+    pub retry: Option<u64>,
     pub app: String,
     pub env: String,
     pub digest: String,
@@ -133,6 +136,8 @@ pub struct NewDeploy {
     pub vars: BTreeMap<String, String>,
     pub actor: String,
     pub strategy: String,
+    /// Weight steps of a gradual strategy; empty for blue/green.
+    pub steps: Vec<rollgate_core::Step>,
     pub monitor: std::time::Duration,
     /// How long the lock holds without renewal.
     pub lease: std::time::Duration,

@@ -246,37 +246,52 @@ impl Store for SqliteStore {
                 rollout_id,
             });
         }
-        let last: i64 = tx.query_row(
-            "SELECT COALESCE(MAX(number), 0) FROM versions WHERE app = ?1 AND env = ?2",
-            params![d.app, d.env],
-            |r| r.get(0),
-        )?;
-        let number = u64::try_from(last).unwrap_or(0) + 1;
-        let version = VersionRecord {
-            app: d.app.clone(),
-            env: d.env.clone(),
-            number,
-            digest: d.digest.clone(),
-            label: d.label.clone(),
-            vars: d.vars.clone(),
-            created_at: now,
-            created_by: d.actor.clone(),
+        let version = match d.retry {
+            Some(n) => {
+                let row = tx
+                    .query_row(
+                        &format!("SELECT {VERSION_COLS} FROM versions WHERE app = ?1 AND env = ?2 AND number = ?3"),
+                        params![d.app, d.env, i(n)],
+                        version_row,
+                    )
+                    .optional()?;
+                with_vars(row.ok_or_else(|| {
+                    StoreError::NotFound(format!("version {n} of {}/{}", d.app, d.env))
+                })?)?
+            }
+            None => {
+                let last: i64 = tx.query_row(
+                    "SELECT COALESCE(MAX(number), 0) FROM versions WHERE app = ?1 AND env = ?2",
+                    params![d.app, d.env],
+                    |r| r.get(0),
+                )?;
+                let version = VersionRecord {
+                    app: d.app.clone(),
+                    env: d.env.clone(),
+                    number: u64::try_from(last).unwrap_or(0) + 1,
+                    digest: d.digest.clone(),
+                    label: d.label.clone(),
+                    vars: d.vars.clone(),
+                    created_at: now,
+                    created_by: d.actor.clone(),
+                };
+                tx.execute(
+                    &format!("INSERT INTO versions ({VERSION_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+                    params![
+                        d.app,
+                        d.env,
+                        i(version.number),
+                        d.digest,
+                        d.label,
+                        to_json(&d.vars)?,
+                        i(now.0),
+                        d.actor
+                    ],
+                )?;
+                version
+            }
         };
-        tx.execute(
-            &format!(
-                "INSERT INTO versions ({VERSION_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
-            ),
-            params![
-                d.app,
-                d.env,
-                i(number),
-                d.digest,
-                d.label,
-                to_json(&d.vars)?,
-                i(now.0),
-                d.actor
-            ],
-        )?;
+        let number = version.number;
         let aliases = read_aliases(&tx, &d.app, &d.env)?;
         tx.execute(
             "INSERT INTO rollouts (app, env, version, phase, data, started_at) VALUES (?1, ?2, ?3, 'deploying', '{}', ?4)",
@@ -294,6 +309,7 @@ impl Store for SqliteStore {
                 strategy: d.strategy.clone(),
                 actor: d.actor.clone(),
                 monitor: d.monitor,
+                steps: d.steps.clone(),
             },
             now,
         );
@@ -321,8 +337,12 @@ impl Store for SqliteStore {
                 at: now,
                 phase: rollout.phase.as_str().to_string(),
                 kind: "started".to_string(),
-                message: format!("deploy of v{number} by {}; {from}", d.actor),
-                data: Some(serde_json::json!({ "digest": d.digest, "label": d.label })),
+                message: format!(
+                    "{} of v{number} by {}; {from}",
+                    if d.retry.is_some() { "retry" } else { "deploy" },
+                    d.actor
+                ),
+                data: Some(serde_json::json!({ "digest": version.digest, "label": version.label })),
             },
         )?;
         insert_audit(
@@ -330,13 +350,14 @@ impl Store for SqliteStore {
             &AuditEntry {
                 at: now,
                 actor: d.actor.clone(),
-                action: "deploy".to_string(),
+                action: if d.retry.is_some() { "retry" } else { "deploy" }.to_string(),
                 app: Some(d.app.clone()),
                 env: Some(d.env.clone()),
                 detail: format!(
                     "v{number} {}{} (rollout #{id})",
-                    d.digest,
-                    d.label
+                    version.digest,
+                    version
+                        .label
                         .as_ref()
                         .map(|l| format!(" label {l}"))
                         .unwrap_or_default()
@@ -563,6 +584,7 @@ mod tests {
 
     fn deploy(app: &str) -> NewDeploy {
         NewDeploy {
+            retry: None,
             app: app.into(),
             env: "staging".into(),
             digest: "sha256:ab".into(),
@@ -570,6 +592,7 @@ mod tests {
             vars: [("K".to_string(), "V".to_string())].into(),
             actor: "ada".into(),
             strategy: "blue-green".into(),
+            steps: vec![],
             monitor: Duration::from_secs(30),
             lease: Duration::from_secs(30),
         }

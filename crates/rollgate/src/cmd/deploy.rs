@@ -127,7 +127,7 @@ pub async fn follow(api: &Api, id: u64, print: bool) -> anyhow::Result<Value> {
     }
 }
 
-fn print_outcome(r: &Value) {
+pub fn print_outcome(r: &Value) {
     let phase = super::s(r, "phase");
     let reason = super::s(r, "reason");
     if phase == "succeeded" {

@@ -5,6 +5,8 @@ pub mod demo;
 pub mod deploy;
 pub mod history;
 pub mod logs;
+pub mod operate;
+pub mod retry;
 pub mod rollback;
 pub mod serve;
 pub mod status;

@@ -73,11 +73,20 @@ pub fn render(body: &Value) -> String {
                 traffic.join(", ")
             );
             if let Some(r) = app["rollout"].as_object() {
+                let steps = r.get("steps").and_then(Value::as_array).map_or(0, Vec::len);
+                let at = match (
+                    r.get("step").and_then(Value::as_u64),
+                    r.get("weight_percent").and_then(Value::as_f64),
+                ) {
+                    (Some(i), Some(w)) => format!(" at {w}% (step {} of {steps})", i + 1),
+                    _ => String::new(),
+                };
                 let _ = writeln!(
                     out,
-                    "    rollout #{} of v{}: {}",
+                    "    rollout #{} of v{} ({}): {}{at}",
                     r.get("id").cloned().unwrap_or_default(),
                     r.get("version").cloned().unwrap_or_default(),
+                    r.get("strategy").and_then(Value::as_str).unwrap_or("-"),
                     r.get("phase").and_then(Value::as_str).unwrap_or("-")
                 );
             } else if let Some(r) = app["last_rollout"].as_object() {

@@ -1,0 +1,270 @@
+//! Canary releases: weight steps under load, automatic rollback from the gateway's own
+//! metrics while the candidate holds part of the traffic, and operator commands.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::util::{Load, Server, demo_config, live_version};
+
+fn canary_config(steps: &str, interval: &str, rules: &str, extra_env: &str) -> String {
+    demo_config("2s", "", extra_env)
+        .replace(
+            "rollback_when = [\"error_rate > 5%\"]",
+            &format!("rollback_when = {rules}\nstrategy = {{ canary = {{ steps = {steps}, interval = \"{interval}\" }} }}"),
+        )
+}
+
+/// Polls `status --json` until the rollout ends, collecting the candidate's weights seen.
+async fn weights_until_done(s: &Server, id: u64) -> (BTreeSet<u64>, Value) {
+    let mut weights = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let st = s.cli_json(&["status", "api", "--env", "staging"]).await;
+        let app = &st["environments"][0]["apps"][0];
+        for t in app["traffic"].as_array().unwrap() {
+            if t["version"].as_u64() != app["aliases"]["live"].as_u64() {
+                weights.insert((t["weight_percent"].as_f64().unwrap() * 10.0) as u64);
+            }
+        }
+        let h = s
+            .cli_json(&["history", "api", "--env", "staging", "--limit", "1"])
+            .await;
+        let r = h["rollouts"][0].clone();
+        if r["id"].as_u64() == Some(id) && r["finished_at"].is_string() {
+            return (weights, r);
+        }
+        assert!(Instant::now() < deadline, "rollout #{id} did not end: {r}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn deploy_detached(s: &Server, tag: &str, extra: &[&str]) -> u64 {
+    let mut args = vec!["--detach", "--json"];
+    args.extend_from_slice(extra);
+    let (code, out) = s.deploy(&s.artifact(tag), &args).await;
+    assert_eq!(code, 0, "{out}");
+    let start = out.find('{').unwrap();
+    serde_json::from_str::<Value>(&out[start..]).unwrap()["rollout_id"]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_canary_walks_10_25_50_100_and_succeeds_without_failures() {
+    let s = Server::start(&canary_config(
+        "[10, 25, 50, 100]",
+        "1500ms",
+        "[\"error_rate > 5%\"]",
+        "",
+    ))
+    .await;
+    let gw = s.gateway("staging");
+    let (code, out) = s.deploy(&s.artifact("v1"), &[]).await;
+    assert_eq!(code, 0, "{out}");
+
+    let load = Load::start(&gw, "/version", 6);
+    let id = deploy_detached(&s, "v2", &[]).await;
+    let (weights, r) = weights_until_done(&s, id).await;
+    let seen = load.stop().await;
+
+    assert_eq!(r["outcome"], "succeeded", "{r}");
+    for w in [100, 250, 500] {
+        assert!(weights.contains(&w), "weight {w} never seen: {weights:?}");
+    }
+    let kinds: Vec<&str> = r["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "step_passed").count(),
+        4,
+        "{kinds:?}"
+    );
+    assert_eq!(seen.failed(), 0, "{}", seen.summary());
+    let versions = seen.versions.lock().unwrap().clone();
+    assert!(
+        versions.get("1").copied().unwrap_or(0) > 0 && versions.get("2").copied().unwrap_or(0) > 0,
+        "{versions:?}"
+    );
+    assert_eq!(live_version(&gw).await, "2");
+    assert_eq!(s.aliases().await["blue"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_failing_20_percent_is_rolled_back_during_its_first_step() {
+    let s = Server::start(&canary_config(
+        "[10, 25, 50, 100]",
+        "20s",
+        "[\"error_rate > 5%\"]",
+        "",
+    ))
+    .await;
+    let gw = s.gateway("staging");
+    let (code, out) = s.deploy(&s.artifact("v1"), &[]).await;
+    assert_eq!(code, 0, "{out}");
+
+    let load = Load::start(&gw, "/api/users", 6);
+    let started = Instant::now();
+    let (code, out) = s
+        .deploy(&s.artifact("v2"), &["--var", "DEMO_ERROR_RATE=0.2"])
+        .await;
+    let took = started.elapsed();
+    let seen = load.stop().await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("rolled back")
+            && out.contains("error_rate > 5%")
+            && out.contains("all traffic is back on v1"),
+        "{out}"
+    );
+    // Rolled back within the first 20 s step, never promoted.
+    assert!(took < Duration::from_secs(20), "took {took:?}:\n{out}");
+    assert_eq!(live_version(&gw).await, "1");
+    assert_eq!(
+        seen.conn_errors.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "{}",
+        seen.summary()
+    );
+
+    let r = &s
+        .cli_json(&["history", "api", "--env", "staging", "--limit", "1"])
+        .await["rollouts"][0];
+    assert_eq!(r["outcome"], "rolled_back");
+    let failed = r["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "analysis_failed")
+        .unwrap();
+    assert_eq!(failed["data"]["verdicts"][0]["verdict"], "fail", "{failed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_300ms_slower_is_rolled_back_by_the_latency_rule() {
+    let s = Server::start(&canary_config(
+        "[10, 50, 100]",
+        "20s",
+        "[\"error_rate > 5%\", \"p99 > 200ms\"]",
+        "",
+    ))
+    .await;
+    let gw = s.gateway("staging");
+    let (code, out) = s.deploy(&s.artifact("v1"), &[]).await;
+    assert_eq!(code, 0, "{out}");
+
+    let load = Load::start(&gw, "/api/users", 8);
+    let (code, out) = s
+        .deploy(&s.artifact("v2"), &["--var", "DEMO_LATENCY_MS=300"])
+        .await;
+    let seen = load.stop().await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("p99 > 200ms") && out.contains("all traffic is back on v1"),
+        "{out}"
+    );
+    assert_eq!(seen.failed(), 0, "slow is not failed: {}", seen.summary());
+    assert_eq!(live_version(&gw).await, "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_pause_resume_abort_retry_and_promote() {
+    let s = Server::start(&canary_config(
+        "[10, { weight = 50, pause = \"manual\" }, 100]",
+        "30s",
+        "[\"error_rate > 5%\"]",
+        "on_inconclusive = \"continue\"",
+    ))
+    .await;
+    let (code, out) = s.deploy(&s.artifact("v1"), &[]).await;
+    assert_eq!(code, 0, "{out}");
+    let id = deploy_detached(&s, "v2", &[]).await;
+
+    // Wait for the first step, then pause it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = s.cli_json(&["status", "api", "--env", "staging"]).await;
+        if st["environments"][0]["apps"][0]["rollout"]["phase"] == "shifting" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never shifting: {st}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let paused = s.cli_json(&["pause", "api", "--env", "staging"]).await;
+    assert_eq!(paused["rollout"]["phase"], "paused", "{paused}");
+    assert_eq!(paused["rollout"]["weight_percent"], 10.0);
+    let (code, _, err) = s.cli(&["pause", "api", "--env", "staging"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot pause it now (conflict)"), "{err}");
+
+    // Resume goes on to the next step, which waits for an operator at 50 %.
+    let resumed = s.cli_json(&["resume", "api", "--env", "staging"]).await;
+    assert_eq!(
+        (
+            resumed["rollout"]["phase"].as_str(),
+            resumed["rollout"]["weight_percent"].as_f64()
+        ),
+        (Some("paused"), Some(50.0)),
+        "{resumed}"
+    );
+    let st = s.cli_json(&["status", "api", "--env", "staging"]).await;
+    let traffic = &st["environments"][0]["apps"][0]["traffic"];
+    assert_eq!(traffic[0]["weight_percent"], 50.0, "{traffic}");
+
+    // Abort: all traffic back on v1.
+    let aborted = s.cli_json(&["abort", "api", "--env", "staging"]).await;
+    assert_eq!(aborted["rollout"]["phase"], "aborted", "{aborted}");
+    assert_eq!(live_version(&s.gateway("staging")).await, "1");
+    assert_eq!(
+        s.cli_json(&["history", "api", "--limit", "1"]).await["rollouts"][0]["id"],
+        id
+    );
+
+    // Retry the same version (followed by the CLI), then promote past the remaining steps
+    // and the monitor window.
+    let config = s.config.clone();
+    let retry = tokio::spawn(async move {
+        tokio::process::Command::new(crate::util::BIN)
+            .arg("--config")
+            .arg(&config)
+            .args(["retry", "api", "--env", "staging"])
+            .output()
+            .await
+            .unwrap()
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = s.cli_json(&["status", "api", "--env", "staging"]).await;
+        let r = &st["environments"][0]["apps"][0]["rollout"];
+        if r["phase"] == "shifting" && r["id"].as_u64() != Some(id) {
+            assert_eq!(r["version"], 2, "a retry rolls out the same version: {r}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the retry never shifted: {st}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let promoted = s.cli_json(&["promote", "api", "--env", "staging"]).await;
+    assert_eq!(promoted["rollout"]["phase"], "monitoring", "{promoted}");
+    assert_eq!(live_version(&s.gateway("staging")).await, "2");
+    let done = s.cli_json(&["promote", "api", "--env", "staging"]).await;
+    assert_eq!(done["rollout"]["phase"], "succeeded", "{done}");
+    let out = retry.await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("promoted by"), "{stdout}");
+    let audit = s.cli_json(&["audit"]).await;
+    let actions: Vec<&str> = audit["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    assert!(
+        actions.contains(&"retry") && actions.contains(&"rollout_aborted"),
+        "{actions:?}"
+    );
+}
