@@ -268,3 +268,140 @@ async fn operators_pause_resume_abort_retry_and_promote() {
         "{actions:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sticky_clients_never_switch_versions_mid_rollout_and_testers_reach_green() {
+    let s = Server::start(&canary_config(
+        "[10, 25, 50, { weight = 75, pause = \"manual\" }, 100]",
+        "1s",
+        "[\"error_rate > 5%\"]",
+        "sticky = \"cookie\"\noverride_header = \"X-Rollgate-Alias\"\non_inconclusive = \"continue\"",
+    ))
+    .await;
+    let gw = s.gateway("staging");
+    let (code, out) = s.deploy(&s.artifact("v1"), &[]).await;
+    assert_eq!(code, 0, "{out}");
+    let _id = deploy_detached(&s, "v2", &[]).await;
+
+    // Wait until v2 takes its first share, then start 20 clients with cookie jars.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = s.cli_json(&["status", "api", "--env", "staging"]).await;
+        if st["environments"][0]["apps"][0]["rollout"]["phase"] == "shifting" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never shifting: {st}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A tester reaches the candidate by its alias whatever the weight.
+    for _ in 0..5 {
+        let (_, _, body) =
+            crate::util::get(&gw, "/version", &[("x-rollgate-alias", "green")]).await;
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).unwrap()["version"],
+            "2",
+            "{body}"
+        );
+    }
+
+    let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        let (gw, running) = (gw.clone(), running.clone());
+        clients.push(tokio::spawn(async move {
+            let mut cookie: Option<String> = None;
+            let mut seen = BTreeSet::new();
+            for _ in 0..2_000 {
+                if !running.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let headers: Vec<(&str, &str)> = cookie
+                    .as_deref()
+                    .map(|c| vec![("cookie", c)])
+                    .unwrap_or_default();
+                let (status, h, body) = crate::util::get(&gw, "/version", &headers).await;
+                assert_eq!(status, 200, "{body}");
+                if let Some(set) = h.get("set-cookie") {
+                    cookie = set.to_str().unwrap().split(';').next().map(str::to_string);
+                }
+                seen.insert(
+                    serde_json::from_str::<Value>(&body).unwrap()["version"]
+                        .as_str()
+                        .unwrap()
+                        .to_string(),
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            seen
+        }));
+    }
+    // Let the weights climb 10 → 25 → 50 → 75 % (held there for an operator).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = s.cli_json(&["status", "api", "--env", "staging"]).await;
+        if st["environments"][0]["apps"][0]["rollout"]["phase"] == "paused" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never reached the manual step: {st}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    running.store(false, std::sync::atomic::Ordering::Relaxed);
+    let mut on = std::collections::BTreeMap::new();
+    for c in clients {
+        let seen = c.await.unwrap();
+        assert_eq!(
+            seen.len(),
+            1,
+            "a sticky client switched versions mid-rollout: {seen:?}"
+        );
+        *on.entry(seen.into_iter().next().unwrap()).or_insert(0) += 1;
+    }
+    assert!(on.contains_key("1"), "{on:?}");
+    let _ = s.cli_json(&["abort", "api", "--env", "staging"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_comparison_with_the_stable_version_catches_what_no_rule_does() {
+    // No rule fires on 40 ms of added latency or on 3 % errors; the comparison with v1 does.
+    let s = Server::start(&canary_config(
+        "[25, 100]",
+        "30s",
+        "[\"error_rate > 50%\", \"p99 > 5s\"]",
+        "compare = { confidence = 0.99, latency_margin = \"20%\", error_rate_margin = \"1%\", consecutive = 3 }",
+    ))
+    .await;
+    let gw = s.gateway("staging");
+    let (code, out) = s.deploy(&s.artifact("v1"), &[]).await;
+    assert_eq!(code, 0, "{out}");
+    let load = Load::start(&gw, "/api/users", 6);
+    let (code, out) = s
+        .deploy(&s.artifact("v2"), &["--var", "DEMO_LATENCY_MS=40"])
+        .await;
+    load.stop().await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("mann-whitney-u") && out.contains("all traffic is back on v1"),
+        "{out}"
+    );
+
+    let r = &s
+        .cli_json(&["history", "api", "--env", "staging", "--limit", "1"])
+        .await["rollouts"][0];
+    let failed = r["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "analysis_failed")
+        .unwrap();
+    let latency = failed["data"]["comparisons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["test"] == "mann-whitney-u")
+        .unwrap();
+    assert_eq!(latency["verdict"], "fail", "{latency}");
+    assert!(latency["p_value"].as_f64().unwrap() < 0.01, "{latency}");
+}

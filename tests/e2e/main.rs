@@ -4,6 +4,7 @@
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
 
+mod alarms;
 mod canary;
 mod crash;
 mod polyglot;

@@ -391,3 +391,73 @@ pub fn processes_with(marker: &str) -> Vec<u32> {
     }
     out
 }
+
+/// A local HTTP receiver for notifications: answers 200 and keeps (path, body) of each POST.
+pub struct Receiver {
+    pub addr: std::net::SocketAddr,
+    pub got: Arc<std::sync::Mutex<Vec<(String, Value)>>>,
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let got: Arc<std::sync::Mutex<Vec<(String, Value)>>> = Arc::default();
+        let store = Arc::clone(&got);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let store = Arc::clone(&store);
+                            async move {
+                                let path = req.uri().path().to_string();
+                                let body = req
+                                    .into_body()
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                                store.lock().unwrap().push((path, value));
+                                Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                    http_body_util::Full::new(Bytes::from_static(b"ok")),
+                                ))
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Receiver { addr, got }
+    }
+
+    /// Waits up to 10 s for a notification on `path` whose `kind` (or Slack `text`) contains
+    /// `needle`.
+    pub async fn wait_for(&self, path: &str, needle: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = self.got.lock().unwrap().iter().find_map(|(p, v)| {
+                let hay = v
+                    .get("kind")
+                    .or_else(|| v.get("text"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                (p == path && hay.contains(needle)).then(|| v.clone())
+            });
+            if let Some(v) = found {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} on {path}: {:?}",
+                self.got.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

@@ -9,11 +9,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rollgate_core::config::{AppConfig, EnvConfig, Inconclusive};
+use rollgate_core::config::{
+    AlarmConfig, AppConfig, CompareConfig, EnvConfig, Inconclusive, NotifyTarget, StickyConfig,
+};
+use rollgate_core::stats::{self, Judgment, Verdict};
 use rollgate_core::{
     Action, Alias, Config, Event, Phase, Rollout, RuleVerdict, Timestamp, TrafficStats,
 };
-use rollgate_gateway::{AppRoute, Backend, Metrics, RouteHandle, RouteTable, Upstream};
+use rollgate_gateway::{AppRoute, Backend, Metrics, RouteHandle, RouteTable, Sticky, Upstream};
 use rollgate_runtime::{
     HealthProbe, InstanceHandle, InstanceSpec, InstanceStatus, ProcessDriver, RestartPolicy,
 };
@@ -26,6 +29,7 @@ use tokio::sync::mpsc;
 
 use crate::artifacts::ArtifactStore;
 use crate::error::ApiError;
+use crate::notify::{Notification, Notifier, Target};
 use crate::smoke::{self, CheckClient};
 
 /// How long a rollout's lock holds without renewal; renewed every [`LEASE_RENEW`].
@@ -125,6 +129,14 @@ impl Command {
 
 type Commands = mpsc::UnboundedReceiver<(Command, String)>;
 
+/// Where an alarm stands.
+struct AlarmState {
+    firing: bool,
+    since: Timestamp,
+    verdict: RuleVerdict,
+    version: u64,
+}
+
 /// A rollout being driven: its command queue and its task.
 struct Driving {
     commands: mpsc::UnboundedSender<(Command, String)>,
@@ -144,6 +156,10 @@ pub struct Controller {
     active: Mutex<HashMap<u64, Driving>>,
     /// The last routing table applied to each environment, as (app, version, instance ids).
     applied: Mutex<HashMap<String, RouteSignature>>,
+    /// One notifier per environment that has targets.
+    notifiers: BTreeMap<String, Notifier>,
+    /// The state of every alarm, by (app, env, alarm index).
+    alarms: Mutex<HashMap<(String, String, usize), AlarmState>>,
     check: CheckClient,
 }
 
@@ -161,6 +177,26 @@ impl Controller {
         logs_dir: PathBuf,
         gateways: BTreeMap<String, EnvGateway>,
     ) -> Arc<Controller> {
+        let mut notifiers = BTreeMap::new();
+        for env in config.envs.values().filter(|e| !e.notify.is_empty()) {
+            let targets = env
+                .notify
+                .iter()
+                .map(|t| match t {
+                    NotifyTarget::Webhook { url, headers } => Target::Webhook {
+                        url: url.clone(),
+                        headers: headers.clone(),
+                    },
+                    NotifyTarget::Slack { url } => Target::Slack { url: url.clone() },
+                })
+                .collect();
+            match Notifier::new(targets) {
+                Ok(n) => {
+                    notifiers.insert(env.name.clone(), n);
+                }
+                Err(e) => tracing::error!(env = %env.name, error = %e, "notifications disabled"),
+            }
+        }
         Arc::new(Controller {
             config,
             store,
@@ -172,7 +208,149 @@ impl Controller {
             active: Mutex::new(HashMap::new()),
             applied: Mutex::new(HashMap::new()),
             check: smoke::check_client(),
+            notifiers,
+            alarms: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Sends a notification to the environment's targets (never blocks).
+    fn notify(&self, n: Notification) {
+        if let Some(notifier) = self.notifiers.get(&n.env) {
+            notifier.send(n);
+        }
+    }
+
+    /// Judges every environment's alarms on `live` once a second, outside rollouts (a rollout
+    /// has its own analysis), firing their actions when a rule starts failing and resolving
+    /// them when it passes again. Inconclusive verdicts keep the state.
+    pub async fn alarm_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(MONITOR_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Ok(active) = self.store.active_rollouts() else {
+                continue;
+            };
+            for env_c in self.config.envs.values().filter(|e| !e.alarms.is_empty()) {
+                for app in self.config.apps_in(env_c) {
+                    if active
+                        .iter()
+                        .any(|r| r.app == app.name && r.env == env_c.name)
+                    {
+                        continue;
+                    }
+                    let Ok(set) = self.store.aliases(&app.name, &env_c.name) else {
+                        continue;
+                    };
+                    let Some(live) = set.live else { continue };
+                    for (i, alarm) in env_c.alarms.iter().enumerate() {
+                        self.judge_alarm(env_c, &app.name, live, i, alarm).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn judge_alarm(
+        self: &Arc<Self>,
+        env_c: &EnvConfig,
+        app: &str,
+        live: u64,
+        i: usize,
+        alarm: &AlarmConfig,
+    ) {
+        let Some(gw) = self.gateways.get(&env_c.name) else {
+            return;
+        };
+        let w = gw.metrics.window(app, live, alarm.rule.window);
+        let stats = TrafficStats {
+            requests: w.requests,
+            errors_5xx: w.status_5xx,
+            p50_ms: w.p50_ms,
+            p95_ms: w.p95_ms,
+            p99_ms: w.p99_ms,
+        };
+        let verdict = alarm.rule.judge(&stats, env_c.min_requests);
+        let key = (app.to_string(), env_c.name.clone(), i);
+        let was_firing = lock(&self.alarms).get(&key).is_some_and(|s| s.firing);
+        let firing = match &verdict {
+            RuleVerdict::Fail { .. } => true,
+            RuleVerdict::Pass { .. } => false,
+            RuleVerdict::Inconclusive { .. } => was_firing,
+        };
+        lock(&self.alarms).insert(
+            key,
+            AlarmState {
+                firing,
+                since: now(),
+                verdict: verdict.clone(),
+                version: live,
+            },
+        );
+        if firing == was_firing {
+            return;
+        }
+        let at = now();
+        let (kind, action) = if firing {
+            ("alarm.firing", "alarm_firing")
+        } else {
+            ("alarm.resolved", "alarm_resolved")
+        };
+        let message = format!("{} on v{live}: {verdict}", alarm.rule.text);
+        tracing::warn!(%app, env = %env_c.name, version = live, alarm = %alarm.rule.text, %verdict, "{kind}");
+        let _ = self.store.record_audit(&AuditEntry {
+            at,
+            actor: "rollgate".to_string(),
+            action: action.to_string(),
+            app: Some(app.to_string()),
+            env: Some(env_c.name.clone()),
+            detail: message.clone(),
+        });
+        if alarm.notify {
+            let mut n = Notification::new(kind, app, &env_c.name, message.clone());
+            n.version = Some(live);
+            n.details = json!({ "rule": alarm.rule.text, "verdict": verdict });
+            self.notify(n);
+        }
+        if firing && alarm.rollback {
+            match self
+                .rollback(app, &env_c.name, &format!("alarm \"{}\"", alarm.rule.text))
+                .await
+            {
+                Ok(_) => tracing::warn!(%app, env = %env_c.name, "alarm rolled live back to blue"),
+                Err(e) => {
+                    tracing::error!(%app, env = %env_c.name, error = %e, "alarm could not roll back")
+                }
+            }
+        }
+    }
+
+    /// The state of each alarm of (app, env), for status.
+    fn alarm_states(&self, app: &str, env_c: &EnvConfig) -> Vec<serde_json::Value> {
+        let states = lock(&self.alarms);
+        env_c
+            .alarms
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let s = states.get(&(app.to_string(), env_c.name.clone(), i));
+                let actions: Vec<&str> = [
+                    a.rollback.then_some("rollback"),
+                    a.notify.then_some("notify"),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                json!({
+                    "rule": a.rule.text,
+                    "actions": actions,
+                    "state": s.map_or("ok", |s| if s.firing { "firing" } else { "ok" }),
+                    "version": s.map(|s| s.version),
+                    "last_verdict": s.map(|s| &s.verdict),
+                    "checked_at": s.map(|s| rfc3339(s.since)),
+                })
+            })
+            .collect()
     }
 
     pub fn config(&self) -> &Config {
@@ -420,6 +598,9 @@ impl Controller {
             let _ = h.stop().await;
         }
         self.driver.stop_all().await;
+        for n in self.notifiers.values() {
+            n.flush(Duration::from_secs(5)).await;
+        }
     }
 
     fn healthy_upstreams(&self, key: &VersionKey) -> Vec<Upstream> {
@@ -488,6 +669,22 @@ impl Controller {
             if let Some(v) = live {
                 split.push((v, 1000 - canary.map_or(0, |r| r.weight.min(1000))));
             }
+            // Blue and green are in the table too, without weight: the override header can
+            // reach them (a tester trying a candidate before it gets user traffic).
+            let set = aliases
+                .iter()
+                .find(|(a, e, _)| *a == app.name && e == env)
+                .map(|(_, _, set)| *set)
+                .unwrap_or_default();
+            let mut named = Vec::new();
+            for alias in Alias::ALL {
+                if let Some(v) = set.get(alias) {
+                    named.push((alias.as_str().to_string(), v));
+                    if !split.iter().any(|(sv, _)| *sv == v) {
+                        split.push((v, 0));
+                    }
+                }
+            }
             let mut backends = Vec::new();
             for (v, weight) in split {
                 let key = VersionKey {
@@ -508,11 +705,20 @@ impl Controller {
                     instances,
                 });
             }
+            let sticky = env_c.sticky.as_ref().and_then(|s| match s {
+                StickyConfig::Cookie => Some(Sticky::Cookie(format!("rg_{}", app.name))),
+                StickyConfig::Header(h) => http::HeaderName::from_bytes(h.as_bytes())
+                    .ok()
+                    .map(Sticky::Header),
+                StickyConfig::KeyCookie(c) => Some(Sticky::KeyCookie(c.clone())),
+            });
             apps.push(AppRoute {
                 app: app.name.clone(),
                 hosts: app.hosts.clone(),
                 path_prefix: app.path_prefix.clone(),
                 backends,
+                sticky,
+                aliases: named,
             });
         }
         if applied.get(env) != Some(&signature) {
@@ -585,6 +791,16 @@ impl Controller {
             version: version.number,
             digest: artifact.digest,
         };
+        let mut n = Notification::new(
+            "rollout.started",
+            &accepted.app,
+            &accepted.env,
+            format!("deploy of v{} by {actor}", accepted.version),
+        );
+        n.rollout_id = Some(rollout.id);
+        n.version = Some(accepted.version);
+        n.phase = Some(rollout.phase.as_str().to_string());
+        self.notify(n);
         let actions = vec![Action::StartVersion {
             version: rollout.version,
         }];
@@ -685,6 +901,22 @@ impl Controller {
             audit,
         };
         self.store.apply(&t).map_err(|e| e.to_string())?;
+        let kind = if next.phase.is_terminal() {
+            next.phase.as_str().to_string()
+        } else {
+            t.event.kind.clone()
+        };
+        let mut n = Notification::new(
+            format!("rollout.{kind}"),
+            &next.app,
+            &next.env,
+            t.event.message.clone(),
+        );
+        n.rollout_id = Some(next.id);
+        n.version = Some(next.version);
+        n.phase = Some(next.phase.as_str().to_string());
+        n.details = t.event.data.clone().unwrap_or(serde_json::Value::Null);
+        self.notify(n);
         tracing::info!(rollout = next.id, app = %next.app, env = %next.env, version = next.version, phase = %next.phase, reason = next.reason.as_deref().unwrap_or(""), "rollout {}", t.event.kind);
         Ok((next, actions))
     }
@@ -835,10 +1067,12 @@ impl Controller {
         let mut tick = tokio::time::interval(MONITOR_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last: Vec<RuleVerdict> = Vec::new();
+        let mut compared: Vec<Judgment> = Vec::new();
+        let mut failing_in_a_row = 0u32;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                event = next_command(r, commands) => return (event, Some(json!({ "verdicts": last }))),
+                event = next_command(r, commands) => return (event, Some(json!({ "verdicts": last, "comparisons": compared }))),
             }
             let handles = lock(&self.instances).get(&key).cloned().unwrap_or_default();
             if handles.is_empty() {
@@ -861,10 +1095,33 @@ impl Controller {
             }
             last = self.judge(env_c, &r.app, r.version);
             if let Some(failed) = last.iter().find(|v| v.is_fail()) {
-                return (fail(failed.to_string()), Some(json!({ "verdicts": last })));
+                return (
+                    fail(failed.to_string()),
+                    Some(json!({ "verdicts": last, "comparisons": compared })),
+                );
+            }
+            if shifting && let (Some(cc), Some(stable)) = (&env_c.compare, r.from_version) {
+                compared = self.compare(cc, &r.app, &r.env, r.version, stable, r.phase_since);
+                if compared.iter().any(|j| j.verdict == Verdict::Fail) {
+                    failing_in_a_row += 1;
+                } else {
+                    failing_in_a_row = 0;
+                }
+                if failing_in_a_row >= cc.consecutive {
+                    let reason = compared
+                        .iter()
+                        .filter(|j| j.verdict == Verdict::Fail)
+                        .map(|j| format!("FAIL: {} ({})", j.reason, j.test))
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    return (
+                        fail(reason),
+                        Some(json!({ "verdicts": last, "comparisons": compared })),
+                    );
+                }
             }
             if until.is_some_and(|u| now() >= u) {
-                let data = Some(json!({ "verdicts": last }));
+                let data = Some(json!({ "verdicts": last, "comparisons": compared }));
                 if !shifting {
                     return (Event::MonitorElapsed, data);
                 }
@@ -889,6 +1146,43 @@ impl Controller {
                 };
             }
         }
+    }
+
+    /// The candidate against the stable version over the same window: the current step so
+    /// far (at least a second, at most the metric retention).
+    fn compare(
+        &self,
+        cc: &CompareConfig,
+        app: &str,
+        env: &str,
+        candidate: u64,
+        stable: u64,
+        since: Timestamp,
+    ) -> Vec<Judgment> {
+        let Some(gw) = self.gateways.get(env) else {
+            return Vec::new();
+        };
+        let window = Duration::from_millis(now().millis_since(since).clamp(1_000, 900_000));
+        let c = gw.metrics.window(app, candidate, window);
+        let b = gw.metrics.window(app, stable, window);
+        vec![
+            stats::compare_error_rates(
+                c.status_5xx,
+                c.requests,
+                b.status_5xx,
+                b.requests,
+                cc.error_rate_margin,
+                cc.confidence,
+                cc.min_requests,
+            ),
+            stats::compare_latency_histograms(
+                &gw.metrics.latency_bins(app, candidate, window),
+                &gw.metrics.latency_bins(app, stable, window),
+                cc.latency_margin,
+                cc.confidence,
+                cc.min_requests,
+            ),
+        ]
     }
 
     fn judge(&self, env_c: &EnvConfig, app: &str, version: u64) -> Vec<RuleVerdict> {
@@ -1219,6 +1513,7 @@ impl Controller {
             "last_rollout": last.first().map(rollout_json),
             "versions": shown,
             "versions_total": versions.len(),
+            "alarms": self.alarm_states(app, env_c),
         }))
     }
 

@@ -9,6 +9,7 @@ pub mod api;
 pub mod artifacts;
 pub mod controller;
 pub mod error;
+pub mod notify;
 pub mod smoke;
 
 use std::collections::BTreeMap;
@@ -141,6 +142,10 @@ pub async fn serve(
                     .join("logs")
                     .join(format!("access-{}.log", env.name)),
             ),
+            override_header: env
+                .override_header
+                .as_deref()
+                .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok()),
             ..GatewayConfig::default()
         })
         .await
@@ -195,6 +200,7 @@ pub async fn serve(
         });
     }
     let refresher = tokio::spawn(Arc::clone(&controller).route_refresher());
+    let alarms = tokio::spawn(Arc::clone(&controller).alarm_loop());
     let app = api::router(Arc::clone(&controller), token);
     let mut rx = stop_rx.clone();
     tasks.spawn(async move {
@@ -223,6 +229,7 @@ pub async fn serve(
     tracing::info!("shutting down: draining gateways, then stopping instances");
     let _ = stop_tx.send(true);
     refresher.abort();
+    alarms.abort();
     let drained = tokio::time::timeout(Duration::from_secs(15), async {
         while tasks.join_next().await.is_some() {}
     })

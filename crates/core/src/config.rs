@@ -146,6 +146,72 @@ pub enum Strategy {
     },
 }
 
+/// `env.NAME.compare`: judging the candidate against the stable version over the same window.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CompareConfig {
+    /// Confidence of a failing verdict; default 0.99.
+    pub confidence: f64,
+    /// Allowed absolute increase of the error rate, e.g. 0.01 for one point; default 0.01.
+    pub error_rate_margin: f64,
+    /// Allowed relative slowdown of the latency distribution, e.g. 0.2 for 20 %; default 0.2.
+    pub latency_margin: f64,
+    /// Requests each side needs before a comparison can pass or fail; default 50.
+    pub min_requests: u64,
+    /// Consecutive failing comparisons (one a second) before the candidate is rolled back;
+    /// default 3. Judging every second looks at the data many times, and demanding a
+    /// repeated verdict keeps that from turning noise into rollbacks.
+    pub consecutive: u32,
+}
+
+impl Default for CompareConfig {
+    fn default() -> Self {
+        CompareConfig {
+            confidence: 0.99,
+            error_rate_margin: 0.01,
+            latency_margin: 0.2,
+            min_requests: 50,
+            consecutive: 3,
+        }
+    }
+}
+
+/// One destination of notifications.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyTarget {
+    /// `{ webhook = "http://…", headers = { … } }`: the event as JSON.
+    Webhook {
+        url: String,
+        /// Sent with each request (e.g. an authorization); never logged.
+        #[serde(skip)]
+        headers: BTreeMap<String, String>,
+    },
+    /// `{ slack = "http://…" }`: a Slack-compatible incoming webhook.
+    Slack { url: String },
+}
+
+/// An alarm: a rule judged continuously on `live`, and what to do when it fires.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AlarmConfig {
+    pub rule: Rule,
+    /// Put live back on blue when it fires (if there is a blue).
+    pub rollback: bool,
+    /// Send a notification when it fires and when it resolves.
+    pub notify: bool,
+}
+
+/// `env.NAME.sticky`: what keeps a client on one version while weights change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StickyConfig {
+    /// `"cookie"`: the gateway assigns a version and remembers it in a cookie `rg_APP`.
+    Cookie,
+    /// `{ header = "X-User-Id" }`: a key the client sends, hashed into the weights.
+    Header(String),
+    /// `{ cookie = "user_id" }`: a key in one of the client's cookies, hashed likewise.
+    KeyCookie(String),
+}
+
 /// What an inconclusive analysis (too little traffic) leads to at the end of a weight step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -212,6 +278,18 @@ pub struct EnvConfig {
     /// What a weight step does when its analysis could not judge for lack of traffic; default
     /// `pause` (wait for an operator).
     pub on_inconclusive: Inconclusive,
+    /// How the gateway keeps a client on one version during a rollout; default none.
+    pub sticky: Option<StickyConfig>,
+    /// Statistical comparison of the candidate with the stable version while both take
+    /// traffic (gradual strategies); `None` when `compare = false`.
+    pub compare: Option<CompareConfig>,
+    /// Where rollout events and alarm changes are sent; default nowhere.
+    pub notify: Vec<NotifyTarget>,
+    /// Rules judged every second on `live` outside rollouts, with their actions.
+    pub alarms: Vec<AlarmConfig>,
+    /// Request header naming an alias (`green`, `blue`, `live`) to reach it whatever the
+    /// weights; default none (disabled).
+    pub override_header: Option<String>,
     /// Apps released in this environment; default all.
     pub apps: Vec<String>,
 }
@@ -566,6 +644,11 @@ fn parse_env(
             "rollback_when",
             "min_requests",
             "on_inconclusive",
+            "sticky",
+            "override_header",
+            "compare",
+            "notify",
+            "alarms",
             "apps",
         ],
     );
@@ -607,6 +690,102 @@ fn parse_env(
             Inconclusive::Pause
         }
     };
+    let sticky = match t.table.get("sticky") {
+        None => None,
+        Some(v) if v.as_str() == Some("cookie") => Some(StickyConfig::Cookie),
+        Some(v) => {
+            let one = v
+                .as_table()
+                .filter(|t| t.len() == 1)
+                .and_then(|t| t.iter().next());
+            let parsed = match one {
+                Some((k, val)) if k == "header" => val
+                    .as_str()
+                    .filter(|h| http_token(h))
+                    .map(|h| StickyConfig::Header(h.to_string())),
+                Some((k, val)) if k == "cookie" => val
+                    .as_str()
+                    .filter(|c| http_token(c))
+                    .map(|c| StickyConfig::KeyCookie(c.to_string())),
+                _ => None,
+            };
+            if parsed.is_none() {
+                cx.err(
+                    &t.child("sticky"),
+                    "expected \"cookie\", { header = \"X-User-Id\" } or { cookie = \"user_id\" }"
+                        .to_string(),
+                );
+            }
+            parsed
+        }
+    };
+    let compare = match t.table.get("compare") {
+        None => Some(CompareConfig::default()),
+        Some(v) if v.as_bool() == Some(false) => None,
+        Some(v) if v.as_bool() == Some(true) => Some(CompareConfig::default()),
+        Some(_) => match t.table("compare", cx) {
+            None => None,
+            Some(ct) => {
+                cx.only(
+                    &ct,
+                    &[
+                        "confidence",
+                        "error_rate_margin",
+                        "latency_margin",
+                        "min_requests",
+                        "consecutive",
+                    ],
+                );
+                let mut cc = CompareConfig::default();
+                if let Some(v) = ct.table.get("confidence") {
+                    match v.as_float().filter(|f| *f > 0.5 && *f < 1.0) {
+                        Some(f) => cc.confidence = f,
+                        None => cx.err(
+                            &ct.child("confidence"),
+                            "expected a number between 0.5 and 1, e.g. 0.99".to_string(),
+                        ),
+                    }
+                }
+                for (key, slot) in [
+                    ("error_rate_margin", &mut cc.error_rate_margin),
+                    ("latency_margin", &mut cc.latency_margin),
+                ] {
+                    if let Some(v) = ct.table.get(key) {
+                        match v
+                            .as_str()
+                            .and_then(|s| s.strip_suffix('%'))
+                            .and_then(|p| p.trim().parse::<f64>().ok())
+                            .filter(|p| (0.0..=1000.0).contains(p))
+                        {
+                            Some(p) => *slot = p / 100.0,
+                            None => cx.err(
+                                &ct.child(key),
+                                "expected a percentage like \"1%\"".to_string(),
+                            ),
+                        }
+                    }
+                }
+                if let Some(n) = ct.int("min_requests", 1, 1_000_000, cx) {
+                    cc.min_requests = n as u64;
+                }
+                if let Some(n) = ct.int("consecutive", 1, 60, cx) {
+                    cc.consecutive = n as u32;
+                }
+                Some(cc)
+            }
+        },
+    };
+    let notify = parse_notify(t, cx);
+    let alarms = parse_alarms(t, cx);
+    let override_header = t.string("override_header", cx);
+    if let Some(h) = &override_header
+        && !http_token(h)
+    {
+        cx.err(
+            &t.child("override_header"),
+            format!("expected an HTTP header name, got {h:?}"),
+        );
+    }
     let min_requests = t
         .int("min_requests", 1, 1_000_000, cx)
         .map_or(20, |n| n as u64);
@@ -635,6 +814,11 @@ fn parse_env(
         rollback_when,
         min_requests,
         on_inconclusive,
+        sticky,
+        compare,
+        notify,
+        alarms,
+        override_header,
         apps: env_apps,
     })
 }
@@ -776,6 +960,155 @@ fn parse_strategy(t: &T<'_>, cx: &mut Cx) -> Strategy {
         );
     }
     Strategy::BlueGreen
+}
+
+fn http_url(s: &str) -> bool {
+    s.strip_prefix("http://")
+        .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
+}
+
+fn parse_notify(t: &T<'_>, cx: &mut Cx) -> Vec<NotifyTarget> {
+    let mut out = Vec::new();
+    let Some(v) = t.table.get("notify") else {
+        return out;
+    };
+    let key = t.child("notify");
+    let Some(items) = v.as_array() else {
+        cx.err(
+            &key,
+            format!(
+                "expected an array like [{{ webhook = \"http://…\" }}], got {}",
+                v.type_str()
+            ),
+        );
+        return out;
+    };
+    for (i, item) in items.iter().enumerate() {
+        let ikey = format!("{key}[{i}]");
+        let Some(table) = item.as_table() else {
+            cx.err(
+                &ikey,
+                "expected { webhook = \"http://…\" } or { slack = \"http://…\" }".to_string(),
+            );
+            continue;
+        };
+        let n = T {
+            key: ikey.clone(),
+            table,
+        };
+        cx.only(&n, &["webhook", "slack", "headers"]);
+        let url_of = |k: &str, cx: &mut Cx| {
+            let url = n.string(k, cx)?;
+            if http_url(&url) {
+                Some(url)
+            } else {
+                cx.err(
+                    &n.child(k),
+                    format!("expected an http:// URL (https is not supported yet), got {url:?}"),
+                );
+                None
+            }
+        };
+        match (table.contains_key("webhook"), table.contains_key("slack")) {
+            (true, false) => {
+                let headers = n.string_map("headers", cx).unwrap_or_default();
+                if let Some(url) = url_of("webhook", cx) {
+                    out.push(NotifyTarget::Webhook { url, headers });
+                }
+            }
+            (false, true) => {
+                if table.contains_key("headers") {
+                    cx.err(
+                        &n.child("headers"),
+                        "only a webhook takes headers".to_string(),
+                    );
+                }
+                if let Some(url) = url_of("slack", cx) {
+                    out.push(NotifyTarget::Slack { url });
+                }
+            }
+            _ => cx.err(
+                &ikey,
+                "expected exactly one of webhook or slack".to_string(),
+            ),
+        }
+    }
+    out
+}
+
+fn parse_alarms(t: &T<'_>, cx: &mut Cx) -> Vec<AlarmConfig> {
+    let mut out = Vec::new();
+    let Some(v) = t.table.get("alarms") else {
+        return out;
+    };
+    let key = t.child("alarms");
+    let Some(items) = v.as_array() else {
+        cx.err(&key, format!("expected an array like [{{ rule = \"error_rate > 5%\", actions = [\"rollback\", \"notify\"] }}], got {}", v.type_str()));
+        return out;
+    };
+    for (i, item) in items.iter().enumerate() {
+        let ikey = format!("{key}[{i}]");
+        let Some(table) = item.as_table() else {
+            cx.err(
+                &ikey,
+                "expected { rule = \"…\", actions = [\"rollback\", \"notify\"] }".to_string(),
+            );
+            continue;
+        };
+        let a = T {
+            key: ikey.clone(),
+            table,
+        };
+        cx.only(&a, &["rule", "actions"]);
+        let rule = match a.string("rule", cx) {
+            Some(text) => match Rule::parse(&text) {
+                Ok(r) => Some(r),
+                Err(msg) => {
+                    cx.err(&a.child("rule"), msg);
+                    None
+                }
+            },
+            None => {
+                if !table.contains_key("rule") {
+                    cx.err(
+                        &a.child("rule"),
+                        "expected a rule like \"error_rate > 5%\"".to_string(),
+                    );
+                }
+                None
+            }
+        };
+        let actions = a
+            .string_list("actions", cx)
+            .unwrap_or_else(|| vec!["notify".to_string()]);
+        let mut alarm = rule.map(|rule| AlarmConfig {
+            rule,
+            rollback: false,
+            notify: false,
+        });
+        for action in &actions {
+            match (action.as_str(), alarm.as_mut()) {
+                ("rollback", Some(al)) => al.rollback = true,
+                ("notify", Some(al)) => al.notify = true,
+                ("rollback" | "notify", None) => {}
+                (other, _) => cx.err(
+                    &a.child("actions"),
+                    format!("expected \"rollback\" or \"notify\", got {other:?}"),
+                ),
+            }
+        }
+        if let Some(al) = alarm {
+            out.push(al);
+        }
+    }
+    out
+}
+
+/// A header or cookie name: visible ASCII without separators.
+fn http_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn names<'a>(it: impl Iterator<Item = &'a String>) -> String {
@@ -1160,6 +1493,40 @@ listen = "127.0.0.1:9000"
             (
                 "{ canary = { steps = [{ weight = 10, pause = \"soon\" }] } }",
                 "steps[0].pause",
+            ),
+        ] {
+            let shown = Config::parse(&env(bad), "r.toml").unwrap_err().to_string();
+            assert!(shown.contains(needle), "{bad}: {shown}");
+        }
+    }
+
+    #[test]
+    fn notify_targets_and_alarms_are_checked() {
+        let env =
+            |s: &str| format!("[app.a]\nrun = \"x\"\n[env.e]\nlisten = \"127.0.0.1:0\"\n{s}\n");
+        let c = Config::parse(
+            &env("notify = [{ webhook = \"http://127.0.0.1:9/h\", headers = { Authorization = \"t\" } }, { slack = \"http://127.0.0.1:9/s\" }]\nalarms = [{ rule = \"errors > 3 in 1m\", actions = [\"rollback\", \"notify\"] }]"),
+            "r.toml",
+        )
+        .unwrap();
+        assert_eq!(c.envs["e"].notify.len(), 2);
+        assert!(c.envs["e"].alarms[0].rollback && c.envs["e"].alarms[0].notify);
+        for (bad, needle) in [
+            (
+                "notify = [{ webhook = \"https://x\" }]",
+                "notify[0].webhook: expected an http:// URL",
+            ),
+            (
+                "notify = [{ webhook = \"http://x\", slack = \"http://y\" }]",
+                "exactly one",
+            ),
+            (
+                "alarms = [{ rule = \"cpu > 1\" }]",
+                "alarms[0].rule: unknown metric",
+            ),
+            (
+                "alarms = [{ rule = \"errors > 1\", actions = [\"page\"] }]",
+                "alarms[0].actions",
             ),
         ] {
             let shown = Config::parse(&env(bad), "r.toml").unwrap_err().to_string();

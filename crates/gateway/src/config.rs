@@ -31,6 +31,10 @@ pub struct GatewayConfig {
     pub idle_pool_timeout: Duration,
     /// After shutdown is requested, in-flight requests get this long to finish.
     pub shutdown_grace: Duration,
+    /// A request header naming an alias (`green`, `blue`, `live`) that sends the request to
+    /// that alias's version whatever the weights, so testers can reach a candidate before it
+    /// gets user traffic. `None` (the default) disables it.
+    pub override_header: Option<http::HeaderName>,
 }
 
 impl Default for GatewayConfig {
@@ -45,6 +49,7 @@ impl Default for GatewayConfig {
             max_body_bytes: 8 * 1024 * 1024,
             idle_pool_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            override_header: None,
         }
     }
 }

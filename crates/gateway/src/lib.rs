@@ -34,4 +34,4 @@ pub use error::{ErrorSource, GatewayError, ProxyError};
 pub use gateway::Gateway;
 pub use metrics::{Metrics, RETENTION_SECS, Sample, WindowStats};
 pub use phases::REQUEST_ID;
-pub use routes::{AppRoute, Backend, RouteHandle, RouteTable, Upstream};
+pub use routes::{AppRoute, Backend, RouteHandle, RouteTable, Sticky, Upstream};

@@ -129,9 +129,54 @@ impl Metrics {
         window: Duration,
         now: Instant,
     ) -> WindowStats {
-        let Some(series) = self.find(app, version) else {
+        let Some((counts, merged)) = self.merged_at(app, version, window, now) else {
             return WindowStats::default();
         };
+        let quantile = |q: f64| {
+            merged
+                .as_ref()
+                .filter(|h| counts.requests > 0 && !h.is_empty())
+                .map(|h| h.value_at_quantile(q) as f64 / 1000.0)
+        };
+        WindowStats {
+            requests: counts.requests,
+            status_2xx: counts.status_2xx,
+            status_3xx: counts.status_3xx,
+            status_4xx: counts.status_4xx,
+            status_5xx: counts.status_5xx,
+            upstream_failures: counts.upstream_failures,
+            p50_ms: quantile(0.50),
+            p95_ms: quantile(0.95),
+            p99_ms: quantile(0.99),
+        }
+    }
+
+    /// The latency distribution of the last `window` as (milliseconds, count) bins, in
+    /// increasing order: the input of a rank test between two versions without the raw samples.
+    pub fn latency_bins(&self, app: &str, version: u64, window: Duration) -> Vec<(f64, u64)> {
+        let Some((_, Some(merged))) = self.merged_at(app, version, window, Instant::now()) else {
+            return Vec::new();
+        };
+        merged
+            .iter_recorded()
+            .map(|v| {
+                (
+                    merged.highest_equivalent(v.value_iterated_to()) as f64 / 1000.0,
+                    u64::from(v.count_at_value()),
+                )
+            })
+            .collect()
+    }
+
+    /// Counts and the merged latency histogram over the window, or `None` for an unknown pair.
+    fn merged_at(
+        &self,
+        app: &str,
+        version: u64,
+        window: Duration,
+        now: Instant,
+    ) -> Option<(Counts, Option<Histogram<u32>>)> {
+        let series = self.find(app, version)?;
         let current = self.second_of(now);
         let span = bucket_span(window);
         let oldest = current.saturating_sub(span - 1);
@@ -154,23 +199,7 @@ impl Metrics {
                 }
             }
         }
-        let quantile = |q: f64| {
-            merged
-                .as_ref()
-                .filter(|h| counts.requests > 0 && !h.is_empty())
-                .map(|h| h.value_at_quantile(q) as f64 / 1000.0)
-        };
-        WindowStats {
-            requests: counts.requests,
-            status_2xx: counts.status_2xx,
-            status_3xx: counts.status_3xx,
-            status_4xx: counts.status_4xx,
-            status_5xx: counts.status_5xx,
-            upstream_failures: counts.upstream_failures,
-            p50_ms: quantile(0.50),
-            p95_ms: quantile(0.95),
-            p99_ms: quantile(0.99),
-        }
+        Some((counts, merged))
     }
 
     /// Every (app, version) that has recorded traffic since the gateway started, sorted.
@@ -369,6 +398,26 @@ mod tests {
         assert!(close(stats.p50_ms, 500.0), "p50 {:?}", stats.p50_ms);
         assert!(close(stats.p95_ms, 950.0), "p95 {:?}", stats.p95_ms);
         assert!(close(stats.p99_ms, 990.0), "p99 {:?}", stats.p99_ms);
+    }
+
+    #[test]
+    fn latency_bins_hold_every_sample_in_order() {
+        let metrics = Metrics::new();
+        let now = Instant::now();
+        for ms in [5u64, 5, 5, 40, 40, 300] {
+            metrics.record_at("api", 1, sample(200, ms), now);
+        }
+        let bins = metrics.latency_bins("api", 1, Duration::from_secs(60));
+        assert_eq!(bins.iter().map(|(_, c)| c).sum::<u64>(), 6);
+        assert!(bins.windows(2).all(|w| w[0].0 < w[1].0), "{bins:?}");
+        let counts: Vec<u64> = bins.iter().map(|(_, c)| *c).collect();
+        assert_eq!(counts, vec![3, 2, 1]);
+        assert!((bins[2].0 - 300.0).abs() <= 3.0, "{bins:?}");
+        assert!(
+            metrics
+                .latency_bins("api", 2, Duration::from_secs(60))
+                .is_empty()
+        );
     }
 
     #[test]

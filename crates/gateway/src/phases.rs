@@ -20,7 +20,7 @@ use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::random;
 use crate::record::{Recorder, ResponseBody};
-use crate::routes::{RouteHandle, RouteMiss, Target};
+use crate::routes::{Hints, RouteHandle, RouteMiss, Target};
 
 /// Header carrying the request id to the upstream and back to the client.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -64,7 +64,7 @@ pub(crate) async fn handle(
     );
 
     // 2. route
-    let target = match phase_route(&shared.routes, &parts, &mut recorder) {
+    let target = match phase_route(&shared, &parts, &mut recorder) {
         Ok(target) => target,
         Err(err) => return answer(err, recorder),
     };
@@ -77,7 +77,7 @@ pub(crate) async fn handle(
         };
 
     // 4. record (when the response body ends)
-    phase_record(upstream, recorder)
+    phase_record(upstream, target.set_cookie.as_deref(), recorder)
 }
 
 /// Keeps a sane client-supplied `X-Request-Id` (1..=128 visible ASCII characters) or makes a
@@ -106,7 +106,7 @@ fn sane_request_id(value: &[u8]) -> Option<String> {
 
 /// Picks app, version and first instance, and counts the request in flight on it.
 fn phase_route(
-    routes: &RouteHandle,
+    shared: &Shared,
     parts: &Parts,
     recorder: &mut Recorder,
 ) -> Result<Target, ProxyError> {
@@ -115,7 +115,16 @@ fn phase_route(
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .or_else(|| parts.uri.host());
-    match routes.route(host, parts.uri.path()) {
+    let hints = Hints {
+        alias: shared
+            .config
+            .override_header
+            .as_ref()
+            .and_then(|h| parts.headers.get(h))
+            .and_then(|v| v.to_str().ok()),
+        headers: Some(&parts.headers),
+    };
+    match shared.routes.route_with(host, parts.uri.path(), &hints) {
         Ok((target, guard)) => {
             recorder.app = Some(Arc::clone(&target.app));
             recorder.version = Some(target.version);
@@ -220,10 +229,18 @@ async fn phase_proxy(
 }
 
 /// Wraps the upstream response so that the record phase runs when its body ends.
-fn phase_record(upstream: Response<Incoming>, mut recorder: Recorder) -> Response<ResponseBody> {
+fn phase_record(
+    upstream: Response<Incoming>,
+    set_cookie: Option<&str>,
+    mut recorder: Recorder,
+) -> Response<ResponseBody> {
     let (mut parts, body) = upstream.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     set_request_id(&mut parts.headers, &recorder.request_id);
+    // The sticky assignment of a new client, next to any cookies the app sets itself.
+    if let Some(value) = set_cookie.and_then(|c| HeaderValue::from_str(c).ok()) {
+        parts.headers.append(header::SET_COOKIE, value);
+    }
     recorder.status = parts.status.as_u16();
     Response::from_parts(parts, ResponseBody::upstream(body, recorder))
 }

@@ -24,7 +24,7 @@ pub struct RouteTable {
 }
 
 /// Where the traffic of one app goes.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct AppRoute {
     /// App name, used as the metrics key and in the access log.
     pub app: String,
@@ -38,6 +38,28 @@ pub struct AppRoute {
     pub path_prefix: String,
     /// Weighted split of this app's traffic between versions.
     pub backends: Vec<Backend>,
+    /// Keeps a client on one version while the weights change; `None` picks at random per
+    /// request.
+    pub sticky: Option<Sticky>,
+    /// Alias names and the versions they point at, for the override header. A named version
+    /// must be among the backends (with any weight, 0 included) to be reachable.
+    pub aliases: Vec<(String, u64)>,
+}
+
+/// How the gateway keeps a client on one version of an app.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Sticky {
+    /// The gateway assigns a version by weight and remembers it in this cookie (`Path=/`,
+    /// `HttpOnly`, `SameSite=Lax`); a client that returns with it stays on that version for
+    /// as long as the version takes traffic.
+    Cookie(String),
+    /// A key the client already sends (e.g. a user id) in this header is hashed into the
+    /// weight range. The candidate is listed first, so a key on the candidate stays there as
+    /// its weight grows; a key on the stable version moves at most once, when the growing
+    /// weight reaches it.
+    Header(http::HeaderName),
+    /// Like `Header`, with the key read from this cookie.
+    KeyCookie(String),
 }
 
 /// One version of an app and its share of the app's traffic.
@@ -86,6 +108,17 @@ struct CompiledApp {
     hosts: Vec<String>,
     prefix: String,
     backends: Vec<CompiledBackend>,
+    sticky: Option<Sticky>,
+    aliases: Vec<(String, u64)>,
+}
+
+/// What the request says that can steer routing: the override alias and the sticky inputs.
+#[derive(Default)]
+pub(crate) struct Hints<'a> {
+    /// The value of the override header, if enabled and present.
+    pub(crate) alias: Option<&'a str>,
+    /// The request's headers, for sticky keys and cookies.
+    pub(crate) headers: Option<&'a http::HeaderMap>,
 }
 
 struct CompiledBackend {
@@ -106,6 +139,8 @@ pub(crate) struct Instance {
 pub(crate) struct Target {
     pub(crate) app: Arc<str>,
     pub(crate) version: u64,
+    /// A `Set-Cookie` value to send back: the sticky assignment of a new client.
+    pub(crate) set_cookie: Option<String>,
     /// The instances to try, in order: the round-robin pick first, then the others of the
     /// same backend as connect-failure fallbacks.
     pub(crate) instances: Vec<Arc<Instance>>,
@@ -204,17 +239,28 @@ impl RouteHandle {
     /// The pick is made on a snapshot of the table; if the table was swapped between the pick
     /// and the in-flight increment, a drain that started after the swap may already have
     /// seen zero, so the pick is redone on the new table.
+    #[cfg(test)]
     pub(crate) fn route(
         &self,
         host: Option<&str>,
         path: &str,
+    ) -> Result<(Target, InFlightGuard), RouteMiss> {
+        self.route_with(host, path, &Hints::default())
+    }
+
+    /// [`RouteHandle::route`] steered by the request's override alias and sticky inputs.
+    pub(crate) fn route_with(
+        &self,
+        host: Option<&str>,
+        path: &str,
+        hints: &Hints<'_>,
     ) -> Result<(Target, InFlightGuard), RouteMiss> {
         const ATTEMPTS: usize = 4;
         let mut attempt = 0;
         loop {
             attempt += 1;
             let snapshot = self.inner.compiled.load_full();
-            let target = snapshot.pick(host, path)?;
+            let target = snapshot.pick(host, path, hints)?;
             let Some(first) = target.instances.first() else {
                 return Err(RouteMiss::NoUpstream(target.app));
             };
@@ -288,6 +334,8 @@ impl Compiled {
                     hosts: route.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
                     prefix: normalise_prefix(&route.path_prefix),
                     backends,
+                    sticky: route.sticky.clone(),
+                    aliases: route.aliases.clone(),
                 }
             })
             .collect();
@@ -303,7 +351,7 @@ impl Compiled {
             .map(|b| Arc::clone(&b.next))
     }
 
-    fn pick(&self, host: Option<&str>, path: &str) -> Result<Target, RouteMiss> {
+    fn pick(&self, host: Option<&str>, path: &str, hints: &Hints<'_>) -> Result<Target, RouteMiss> {
         let host = host.map(strip_port);
         let mut best: Option<(&CompiledApp, usize, bool)> = None;
         for app in &self.apps {
@@ -331,8 +379,8 @@ impl Compiled {
         let Some((app, _, _)) = best else {
             return Err(RouteMiss::NoRoute);
         };
-        let backend = app
-            .pick_backend()
+        let (backend, set_cookie) = app
+            .steer(hints)
             .ok_or_else(|| RouteMiss::NoUpstream(Arc::clone(&app.app)))?;
         let count = backend.instances.len();
         let start = backend.next.fetch_add(1, Ordering::Relaxed) % count;
@@ -342,14 +390,65 @@ impl Compiled {
         Ok(Target {
             app: Arc::clone(&app.app),
             version: backend.version,
+            set_cookie,
             instances,
         })
     }
 }
 
 impl CompiledApp {
-    /// Random pick in proportion to weight among backends that can take traffic.
-    fn pick_backend(&self) -> Option<&CompiledBackend> {
+    /// The backend for a request: the override alias's version if named and running, else the
+    /// sticky assignment, else a weighted random pick. Also the cookie to set, if any.
+    fn steer(&self, hints: &Hints<'_>) -> Option<(&CompiledBackend, Option<String>)> {
+        if let Some(alias) = hints.alias {
+            let version = self
+                .aliases
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case(alias.trim()))
+                .map(|(_, v)| *v);
+            if let Some(b) = version.and_then(|v| {
+                self.backends
+                    .iter()
+                    .find(|b| b.version == v && !b.instances.is_empty())
+            }) {
+                return Some((b, None));
+            }
+        }
+        let headers = hints.headers;
+        match &self.sticky {
+            None => self.pick_backend(None).map(|b| (b, None)),
+            Some(Sticky::Cookie(name)) => {
+                let assigned = headers
+                    .and_then(|h| cookie(h, name))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .and_then(|v| {
+                        self.backends
+                            .iter()
+                            .find(|b| b.version == v && b.weight > 0 && !b.instances.is_empty())
+                    });
+                match assigned {
+                    Some(b) => Some((b, None)),
+                    None => self.pick_backend(None).map(|b| {
+                        let cookie =
+                            format!("{name}={}; Path=/; HttpOnly; SameSite=Lax", b.version);
+                        (b, Some(cookie))
+                    }),
+                }
+            }
+            Some(Sticky::Header(name)) => {
+                let key = headers.and_then(|h| h.get(name)).map(|v| v.as_bytes());
+                self.pick_backend(key).map(|b| (b, None))
+            }
+            Some(Sticky::KeyCookie(name)) => {
+                let key = headers.and_then(|h| cookie(h, name)).map(str::as_bytes);
+                self.pick_backend(key).map(|b| (b, None))
+            }
+        }
+    }
+
+    /// Pick in proportion to weight among backends that can take traffic: at random, or from
+    /// the hash of `key` so that the same key lands on the same backend.
+    fn pick_backend(&self, key: Option<&[u8]>) -> Option<&CompiledBackend> {
         let eligible = |b: &&CompiledBackend| b.weight > 0 && !b.instances.is_empty();
         let total: u64 = self
             .backends
@@ -360,7 +459,11 @@ impl CompiledApp {
         if total == 0 {
             return None;
         }
-        let mut ticket = random::below(total);
+        let mut ticket = match key {
+            // Hashed into 1000 slots, not `total`, so a key keeps its slot as weights change.
+            Some(key) => stable_hash(key) % 1000 * total / 1000,
+            None => random::below(total),
+        };
         for backend in self.backends.iter().filter(eligible) {
             let weight = u64::from(backend.weight);
             if ticket < weight {
@@ -370,6 +473,27 @@ impl CompiledApp {
         }
         None
     }
+}
+
+/// A hash that is the same in every process of this build, so a sticky key maps to the same
+/// slot across gateway restarts (std's `DefaultHasher::new` uses fixed keys).
+fn stable_hash(key: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
+}
+
+/// The value of cookie `name` among the request's `Cookie` headers.
+fn cookie<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
 }
 
 fn normalise_prefix(prefix: &str) -> String {
@@ -427,6 +551,7 @@ mod tests {
                 weight: 1000,
                 instances: vec![upstream(&format!("{name}-1"), 1)],
             }],
+            ..AppRoute::default()
         }
     }
 

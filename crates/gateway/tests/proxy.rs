@@ -717,3 +717,191 @@ async fn a_client_going_away_is_still_recorded() {
     assert!(eventually(|| routes.in_flight("blue") == 0).await);
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn the_override_header_reaches_an_alias_that_has_no_weight() {
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    let gateway = TestGateway::start(GatewayConfig {
+        override_header: Some(http::HeaderName::from_static("x-rollgate-alias")),
+        ..GatewayConfig::default()
+    })
+    .await;
+    let mut app = route(
+        "api",
+        &[],
+        "/",
+        vec![backend(1, 1000, &[&blue]), backend(2, 0, &[&green])],
+    );
+    app.aliases = vec![("live".into(), 1), ("green".into(), 2)];
+    gateway.routes.set(RouteTable { apps: vec![app] });
+    let client = TestClient::new();
+    for _ in 0..5 {
+        assert_eq!(client.get(gateway.addr, "/").await.body, "blue");
+        let answer = client
+            .send(
+                gateway.addr,
+                "GET",
+                "/",
+                &[("x-rollgate-alias", "green")],
+                Bytes::new(),
+            )
+            .await;
+        assert_eq!(answer.body, "green");
+    }
+    // An unknown alias is ignored: normal routing.
+    let answer = client
+        .send(
+            gateway.addr,
+            "GET",
+            "/",
+            &[("x-rollgate-alias", "purple")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(answer.body, "blue");
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn the_override_header_is_ignored_unless_configured() {
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    let mut app = route(
+        "api",
+        &[],
+        "/",
+        vec![backend(1, 1000, &[&blue]), backend(2, 0, &[&green])],
+    );
+    app.aliases = vec![("green".into(), 2)];
+    let gateway = TestGateway::with_table(RouteTable { apps: vec![app] }).await;
+    let answer = TestClient::new()
+        .send(
+            gateway.addr,
+            "GET",
+            "/",
+            &[("x-rollgate-alias", "green")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(answer.body, "blue");
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sticky_cookie_keeps_each_client_on_its_version_as_weights_change() {
+    let stable = TestUpstream::start("stable").await;
+    let canary = TestUpstream::start("canary").await;
+    let gateway = TestGateway::start(GatewayConfig::default()).await;
+    let table = |w: u32| {
+        let mut app = route(
+            "api",
+            &[],
+            "/",
+            vec![backend(2, w, &[&canary]), backend(1, 1000 - w, &[&stable])],
+        );
+        app.sticky = Some(rollgate_gateway::Sticky::Cookie("rg".into()));
+        RouteTable { apps: vec![app] }
+    };
+    gateway.routes.set(table(250));
+    let client = TestClient::new();
+    // 200 new clients: each gets a cookie naming its version.
+    let mut clients = Vec::new();
+    for _ in 0..200 {
+        let answer = client.get(gateway.addr, "/").await;
+        let cookie = answer.header("set-cookie").to_owned();
+        assert!(
+            cookie.starts_with("rg=") && cookie.contains("HttpOnly"),
+            "{cookie}"
+        );
+        let value = cookie.split(';').next().unwrap().to_owned();
+        let expected = if value == "rg=2" { "canary" } else { "stable" };
+        assert_eq!(answer.body, expected);
+        clients.push((value, answer.body));
+    }
+    let on_canary = clients.iter().filter(|(_, b)| b == "canary").count();
+    assert!((25..=80).contains(&on_canary), "{on_canary} of 200 at 25 %");
+    // The weights move; every returning client stays where it was.
+    for w in [500, 100, 900] {
+        gateway.routes.set(table(w));
+        for (cookie, body) in &clients {
+            let answer = client
+                .send(
+                    gateway.addr,
+                    "GET",
+                    "/",
+                    &[("cookie", cookie)],
+                    Bytes::new(),
+                )
+                .await;
+            assert_eq!(&answer.body, body, "at weight {w}");
+            assert_eq!(answer.header("set-cookie"), "", "no new assignment");
+        }
+    }
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sticky_header_key_stays_on_the_canary_as_its_weight_grows() {
+    let stable = TestUpstream::start("stable").await;
+    let canary = TestUpstream::start("canary").await;
+    let gateway = TestGateway::start(GatewayConfig::default()).await;
+    let table = |w: u32| {
+        let mut app = route(
+            "api",
+            &[],
+            "/",
+            vec![backend(2, w, &[&canary]), backend(1, 1000 - w, &[&stable])],
+        );
+        app.sticky = Some(rollgate_gateway::Sticky::Header(
+            http::HeaderName::from_static("x-user-id"),
+        ));
+        RouteTable { apps: vec![app] }
+    };
+    let client = TestClient::new();
+    let mut on_canary_before = Vec::new();
+    gateway.routes.set(table(100));
+    for user in 0..300 {
+        let id = format!("user-{user}");
+        let first = client
+            .send(
+                gateway.addr,
+                "GET",
+                "/",
+                &[("x-user-id", &id)],
+                Bytes::new(),
+            )
+            .await
+            .body;
+        let again = client
+            .send(
+                gateway.addr,
+                "GET",
+                "/",
+                &[("x-user-id", &id)],
+                Bytes::new(),
+            )
+            .await
+            .body;
+        assert_eq!(first, again, "the same key lands on the same version");
+        if first == "canary" {
+            on_canary_before.push(id);
+        }
+    }
+    assert!(
+        (10..=60).contains(&on_canary_before.len()),
+        "{} of 300 at 10 %",
+        on_canary_before.len()
+    );
+    gateway.routes.set(table(500));
+    for id in &on_canary_before {
+        let answer = client
+            .send(gateway.addr, "GET", "/", &[("x-user-id", id)], Bytes::new())
+            .await;
+        assert_eq!(
+            answer.body, "canary",
+            "{id} left the canary as its weight grew"
+        );
+    }
+    gateway.stop().await;
+}

@@ -2,7 +2,7 @@
 //!
 //! It owns a tiny HTTP/1 API (`/health`, `/version`, `/api/users`) and the faults a bad release
 //! can be staged with (`DEMO_ERROR_RATE`, `DEMO_LATENCY_MS`, `DEMO_FAIL_HEALTH`,
-//! `DEMO_EXIT_AFTER_MS`), all read from the environment because that is how rollgate's run spec
+//! `DEMO_EXIT_AFTER_MS`, `DEMO_FAULTS_AFTER_MS`), all read from the environment because that is how rollgate's run spec
 //! hands settings to an instance. The same code backs the `demo-service` binary and the hidden
 //! `rollgate demo-service` subcommand.
 
@@ -52,6 +52,9 @@ pub struct DemoConfig {
     pub fail_health: bool,
     /// `DEMO_EXIT_AFTER_MS`: [`run`] exits the process with code 3 this long after start.
     pub exit_after: Option<Duration>,
+    /// `DEMO_FAULTS_AFTER_MS`: the error rate and latency apply only from this long after
+    /// start, so a release that degrades once promoted can be staged; default from the start.
+    pub faults_after: Option<Duration>,
 }
 
 impl Default for DemoConfig {
@@ -64,6 +67,7 @@ impl Default for DemoConfig {
             latency: Duration::ZERO,
             fail_health: false,
             exit_after: None,
+            faults_after: None,
         }
     }
 }
@@ -132,6 +136,7 @@ impl DemoConfig {
             }
         };
         let exit_after = parse_millis(get("DEMO_EXIT_AFTER_MS"), "DEMO_EXIT_AFTER_MS")?;
+        let faults_after = parse_millis(get("DEMO_FAULTS_AFTER_MS"), "DEMO_FAULTS_AFTER_MS")?;
         Ok(DemoConfig {
             version,
             label: get("ROLLGATE_LABEL"),
@@ -140,6 +145,7 @@ impl DemoConfig {
             latency,
             fail_health,
             exit_after,
+            faults_after,
         })
     }
 }
@@ -286,6 +292,7 @@ pub async fn serve(
     let state = Arc::new(State {
         config,
         api_requests: AtomicU64::new(0),
+        started: std::time::Instant::now(),
     });
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -327,6 +334,8 @@ struct State {
     config: DemoConfig,
     /// Counts `/api/*` requests so that the injected error rate is spread deterministically.
     api_requests: AtomicU64,
+    /// When the service started, for `DEMO_FAULTS_AFTER_MS`.
+    started: std::time::Instant,
 }
 
 const USERS: [(u64, &str); 3] = [(1, "Ada"), (2, "Grace"), (3, "Edsger")];
@@ -397,6 +406,13 @@ impl State {
     /// `floor((n+1)*rate) > floor(n*rate)`, so any window of requests sees the configured
     /// fraction without randomness.
     async fn api_fault(&self) -> Option<Response<Full<Bytes>>> {
+        if self
+            .config
+            .faults_after
+            .is_some_and(|after| self.started.elapsed() < after)
+        {
+            return None;
+        }
         if !self.config.latency.is_zero() {
             tokio::time::sleep(self.config.latency).await;
         }

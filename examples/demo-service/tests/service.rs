@@ -192,6 +192,19 @@ async fn error_rate_quarter_fails_exactly_25_of_100_api_requests() {
 }
 
 #[tokio::test]
+async fn faults_start_only_after_demo_faults_after_ms() {
+    let service = Running::start(config(&[
+        ("DEMO_ERROR_RATE", "1"),
+        ("DEMO_FAULTS_AFTER_MS", "600"),
+    ]))
+    .await;
+    assert_eq!(get(service.addr, "/api/users", None).await.status, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    assert_eq!(get(service.addr, "/api/users", None).await.status, 500);
+    service.shutdown().await;
+}
+
+#[tokio::test]
 async fn latency_is_added_to_api_requests() {
     let service = Running::start(config(&[("DEMO_LATENCY_MS", "300")])).await;
     let started = Instant::now();

@@ -185,6 +185,7 @@ pub fn route(app: &str, hosts: &[&str], prefix: &str, backends: Vec<Backend>) ->
         hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
         path_prefix: prefix.to_owned(),
         backends,
+        ..AppRoute::default()
     }
 }
 

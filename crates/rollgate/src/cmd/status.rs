@@ -99,6 +99,21 @@ pub fn render(body: &Value) -> String {
                     r.get("reason").and_then(Value::as_str).unwrap_or("")
                 );
             }
+            for alarm in app["alarms"].as_array().into_iter().flatten() {
+                let _ = writeln!(
+                    out,
+                    "    alarm {:<8} {}  [{}]",
+                    super::s(alarm, "state"),
+                    super::s(alarm, "rule"),
+                    alarm["actions"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
             let versions = app["versions"].as_array().cloned().unwrap_or_default();
             // Newest first: show the newest and every version an alias points at or that runs.
             for (i, v) in versions.iter().enumerate() {

