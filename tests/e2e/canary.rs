@@ -142,6 +142,37 @@ async fn a_candidate_failing_20_percent_is_rolled_back_during_its_first_step() {
         .find(|e| e["kind"] == "analysis_failed")
         .unwrap();
     assert_eq!(failed["data"]["verdicts"][0]["verdict"], "fail", "{failed}");
+
+    // The decision explained: the rule, its window, the values and threshold; the tests.
+    let (code, out, _) = s
+        .cli(&[
+            "history",
+            "api",
+            "--env",
+            "staging",
+            "--limit",
+            "1",
+            "--explain",
+        ])
+        .await;
+    assert_eq!(code, 0);
+    let rule_line = out
+        .lines()
+        .find(|l| l.contains("rule error_rate > 5%") && l.contains("=> FAIL"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        rule_line.contains("window   60s") && rule_line.contains("vs threshold 0.0500"),
+        "{rule_line}"
+    );
+    // The comparison with v1 ran beside the rules (with a second of data it may still lack samples).
+    assert!(
+        out.contains("          test ") && out.contains("vs baseline"),
+        "{out}"
+    );
+    assert!(
+        out.contains("smoke GET /api/users on api.staging.v2.0: status 200"),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -404,4 +435,47 @@ async fn the_comparison_with_the_stable_version_catches_what_no_rule_does() {
         .unwrap();
     assert_eq!(latency["verdict"], "fail", "{latency}");
     assert!(latency["p_value"].as_f64().unwrap() < 0.01, "{latency}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_service_is_inconclusive_without_a_probe_and_judged_with_one() {
+    // No client traffic at all.
+    let quiet = canary_config(
+        "[10, 100]",
+        "2s",
+        "[\"error_rate > 5%\"]",
+        "on_inconclusive = \"rollback\"",
+    );
+    let s = Server::start(&quiet).await;
+    let (code, out) = s.deploy(&s.artifact("v1"), &[]).await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = s.deploy(&s.artifact("v2"), &[]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("analysis inconclusive at 10%") && out.contains("at least 20 needed"),
+        "{out}"
+    );
+    drop(s);
+
+    let probed = quiet.replace(
+        "smoke = [",
+        "probe = { path = \"/api/users\", every = \"20ms\" }\nsmoke = [",
+    );
+    let s = Server::start(&probed).await;
+    let (code, out) = s.deploy(&s.artifact("v1"), &[]).await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = s.deploy(&s.artifact("v2"), &[]).await;
+    assert_eq!(code, 0, "{out}");
+    let r = &s
+        .cli_json(&["history", "api", "--env", "staging", "--limit", "1"])
+        .await["rollouts"][0];
+    let step = r["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "step_passed")
+        .unwrap();
+    let verdict = &step["data"]["verdicts"][0];
+    assert_eq!(verdict["verdict"], "pass", "{step}");
+    assert!(verdict["requests"].as_u64().unwrap() >= 20, "{verdict}");
 }

@@ -10,13 +10,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rollgate_core::config::{
-    AlarmConfig, AppConfig, CompareConfig, EnvConfig, Inconclusive, NotifyTarget, StickyConfig,
+    AlarmConfig, AppConfig, CompareConfig, EnvConfig, Inconclusive, NotifyTarget, Probe,
+    StickyConfig,
 };
 use rollgate_core::stats::{self, Judgment, Verdict};
 use rollgate_core::{
     Action, Alias, Config, Event, Phase, Rollout, RuleVerdict, Timestamp, TrafficStats,
 };
-use rollgate_gateway::{AppRoute, Backend, Metrics, RouteHandle, RouteTable, Sticky, Upstream};
+use rollgate_gateway::{
+    AppRoute, Backend, Metrics, RouteHandle, RouteTable, Sample, Sticky, Upstream,
+};
 use rollgate_runtime::{
     HealthProbe, InstanceHandle, InstanceSpec, InstanceStatus, ProcessDriver, RestartPolicy,
 };
@@ -1066,13 +1069,29 @@ impl Controller {
         };
         let mut tick = tokio::time::interval(MONITOR_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Synthetic traffic for a quiet service, ended with the watch.
+        let _probes: Vec<AbortOnDrop> =
+            match self.config.apps.get(&r.app).and_then(|a| a.probe.clone()) {
+                Some(probe) => {
+                    let mut versions = vec![r.version];
+                    if shifting && let Some(stable) = r.from_version {
+                        versions.push(stable);
+                    }
+                    versions
+                        .into_iter()
+                        .map(|v| self.spawn_probe(&r.app, &r.env, v, probe.clone()))
+                        .collect()
+                }
+                None => Vec::new(),
+            };
         let mut last: Vec<RuleVerdict> = Vec::new();
         let mut compared: Vec<Judgment> = Vec::new();
+        let mut compare_window_s = 0u64;
         let mut failing_in_a_row = 0u32;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                event = next_command(r, commands) => return (event, Some(json!({ "verdicts": last, "comparisons": compared }))),
+                event = next_command(r, commands) => return (event, Some(json!({ "verdicts": last, "comparisons": compared, "compare_window_s": compare_window_s }))),
             }
             let handles = lock(&self.instances).get(&key).cloned().unwrap_or_default();
             if handles.is_empty() {
@@ -1097,11 +1116,15 @@ impl Controller {
             if let Some(failed) = last.iter().find(|v| v.is_fail()) {
                 return (
                     fail(failed.to_string()),
-                    Some(json!({ "verdicts": last, "comparisons": compared })),
+                    Some(
+                        json!({ "verdicts": last, "comparisons": compared, "compare_window_s": compare_window_s }),
+                    ),
                 );
             }
             if shifting && let (Some(cc), Some(stable)) = (&env_c.compare, r.from_version) {
                 compared = self.compare(cc, &r.app, &r.env, r.version, stable, r.phase_since);
+                compare_window_s =
+                    (now().millis_since(r.phase_since) + 1_000).clamp(2_000, 900_000) / 1000;
                 if compared.iter().any(|j| j.verdict == Verdict::Fail) {
                     failing_in_a_row += 1;
                 } else {
@@ -1116,12 +1139,16 @@ impl Controller {
                         .join("; ");
                     return (
                         fail(reason),
-                        Some(json!({ "verdicts": last, "comparisons": compared })),
+                        Some(
+                            json!({ "verdicts": last, "comparisons": compared, "compare_window_s": compare_window_s }),
+                        ),
                     );
                 }
             }
             if until.is_some_and(|u| now() >= u) {
-                let data = Some(json!({ "verdicts": last, "comparisons": compared }));
+                let data = Some(
+                    json!({ "verdicts": last, "comparisons": compared, "compare_window_s": compare_window_s }),
+                );
                 if !shifting {
                     return (Event::MonitorElapsed, data);
                 }
@@ -1148,6 +1175,67 @@ impl Controller {
         }
     }
 
+    /// Sends the app's probe request to a version's instances every `probe.every`, recording
+    /// each answer in the gateway's metrics of that version as if a client had asked.
+    fn spawn_probe(&self, app: &str, env: &str, version: u64, probe: Probe) -> AbortOnDrop {
+        let key = VersionKey {
+            app: app.to_string(),
+            env: env.to_string(),
+            version,
+        };
+        let handles = lock(&self.instances).get(&key).cloned().unwrap_or_default();
+        let metrics = self.gateways.get(env).map(|g| g.metrics.clone());
+        let client = self.check.clone();
+        let app = app.to_string();
+        AbortOnDrop(tokio::spawn(async move {
+            let Some(metrics) = metrics else { return };
+            if handles.is_empty() {
+                return;
+            }
+            let mut tick = tokio::time::interval(probe.every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            for n in 0usize.. {
+                tick.tick().await;
+                let addr = handles[n % handles.len()].addr();
+                let req = hyper::Request::builder()
+                    .method(probe.method.as_str())
+                    .uri(format!("http://{addr}{}", probe.path))
+                    .header("user-agent", "rollgate-probe")
+                    .header("x-rollgate-probe", "1")
+                    .body(http_body_util::Full::new(bytes::Bytes::new()));
+                let Ok(req) = req else { return };
+                let started = std::time::Instant::now();
+                let sample = match tokio::time::timeout(
+                    Duration::from_secs(10),
+                    client.request(req),
+                )
+                .await
+                {
+                    Ok(Ok(resp)) => {
+                        let status = resp.status().as_u16();
+                        let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+                        Sample {
+                            status,
+                            latency: started.elapsed(),
+                            upstream_failure: false,
+                        }
+                    }
+                    Ok(Err(_)) => Sample {
+                        status: 502,
+                        latency: started.elapsed(),
+                        upstream_failure: true,
+                    },
+                    Err(_) => Sample {
+                        status: 504,
+                        latency: started.elapsed(),
+                        upstream_failure: true,
+                    },
+                };
+                metrics.record(&app, version, sample);
+            }
+        }))
+    }
+
     /// The candidate against the stable version over the same window: the current step so
     /// far (at least a second, at most the metric retention).
     fn compare(
@@ -1162,7 +1250,10 @@ impl Controller {
         let Some(gw) = self.gateways.get(env) else {
             return Vec::new();
         };
-        let window = Duration::from_millis(now().millis_since(since).clamp(1_000, 900_000));
+        // One more second than the step has run: the window counts whole seconds, and the
+        // second the step began in must be inside it.
+        let window =
+            Duration::from_millis((now().millis_since(since) + 1_000).clamp(2_000, 900_000));
         let c = gw.metrics.window(app, candidate, window);
         let b = gw.metrics.window(app, stable, window);
         vec![

@@ -134,7 +134,11 @@ pub async fn serve(
     let mut gateways = BTreeMap::new();
     let mut bound = Vec::new();
     for env in config.envs.values() {
-        let gw = Gateway::bind(GatewayConfig {
+        let gateway_error = |message: String| ServerError::Gateway {
+            env: env.name.clone(),
+            message,
+        };
+        let gw_config = GatewayConfig {
             env: env.name.clone(),
             listen: env.listen,
             access_log: Some(
@@ -147,12 +151,13 @@ pub async fn serve(
                 .as_deref()
                 .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok()),
             ..GatewayConfig::default()
-        })
-        .await
-        .map_err(|e| ServerError::Gateway {
-            env: env.name.clone(),
-            message: e.to_string(),
-        })?;
+        }
+        // [env.NAME.edge]: request limits, IP lists, rate limit and WAF (docs/edge.md).
+        .with_edge(env.edge.as_ref())
+        .map_err(|e| gateway_error(e.to_string()))?;
+        let gw = Gateway::bind(gw_config)
+            .await
+            .map_err(|e| gateway_error(e.to_string()))?;
         gateways.insert(
             env.name.clone(),
             controller::EnvGateway {

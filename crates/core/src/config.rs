@@ -16,6 +16,9 @@ use crate::model::valid_name;
 use crate::rollout::{Pause, Step};
 use crate::rule::Rule;
 
+#[path = "edge.rs"]
+pub mod edge;
+
 /// The control API's default listen address.
 pub const DEFAULT_CONTROL_LISTEN: &str = "127.0.0.1:7700";
 
@@ -92,6 +95,20 @@ pub struct AppConfig {
     pub path_prefix: String,
     pub health: HealthConfig,
     pub smoke: Vec<SmokeTest>,
+    /// Synthetic requests sent to the candidate (and the stable version while both take
+    /// traffic) during analysis, so a quiet service still reaches the minimum sample.
+    pub probe: Option<Probe>,
+}
+
+/// `app.NAME.probe`: one request, repeated.
+#[derive(Clone, Debug, Serialize)]
+pub struct Probe {
+    /// Default `GET`.
+    pub method: String,
+    pub path: String,
+    /// Time between two requests to each version; default 100ms.
+    #[serde(with = "ms")]
+    pub every: Duration,
 }
 
 /// `app.NAME.health`: the probe that decides whether an instance may get traffic.
@@ -292,6 +309,9 @@ pub struct EnvConfig {
     pub override_header: Option<String>,
     /// Apps released in this environment; default all.
     pub apps: Vec<String>,
+    /// `[env.NAME.edge]`: IP lists, rate limit, WAF and request limits of the gateway; `None`
+    /// (the default) when the table is absent. See `docs/edge.md`.
+    pub edge: Option<edge::EdgeConfig>,
 }
 
 mod ms {
@@ -428,6 +448,7 @@ fn parse_app(name: &str, t: &T<'_>, cx: &mut Cx) -> Option<AppConfig> {
             "path_prefix",
             "health",
             "smoke",
+            "probe",
         ],
     );
     let before = cx.errors.len();
@@ -566,6 +587,40 @@ fn parse_app(name: &str, t: &T<'_>, cx: &mut Cx) -> Option<AppConfig> {
         }
     }
 
+    let probe = t.table("probe", cx).and_then(|p| {
+        cx.only(&p, &["method", "path", "every"]);
+        let method = p
+            .string("method", cx)
+            .unwrap_or_else(|| "GET".to_string())
+            .to_ascii_uppercase();
+        let every = p
+            .duration("every", cx)
+            .unwrap_or(Duration::from_millis(100));
+        if every < Duration::from_millis(10) {
+            cx.err(&p.child("every"), "expected at least 10ms".to_string());
+        }
+        match p.string("path", cx) {
+            Some(path) if path.starts_with('/') => Some(Probe {
+                method,
+                path,
+                every,
+            }),
+            Some(path) => {
+                cx.err(
+                    &p.child("path"),
+                    format!("expected a path starting with '/', got {path:?}"),
+                );
+                None
+            }
+            None => {
+                cx.err(
+                    &p.child("path"),
+                    "expected the path to request, e.g. \"/api/users\"".to_string(),
+                );
+                None
+            }
+        }
+    });
     if cx.errors.len() > before {
         return None;
     }
@@ -580,6 +635,7 @@ fn parse_app(name: &str, t: &T<'_>, cx: &mut Cx) -> Option<AppConfig> {
         path_prefix,
         health,
         smoke,
+        probe,
     })
 }
 
@@ -650,6 +706,7 @@ fn parse_env(
             "notify",
             "alarms",
             "apps",
+            "edge",
         ],
     );
     let before = cx.errors.len();
@@ -820,6 +877,7 @@ fn parse_env(
         alarms,
         override_header,
         apps: env_apps,
+        edge: edge::parse(t, cx),
     })
 }
 

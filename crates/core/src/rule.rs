@@ -65,12 +65,16 @@ pub struct TrafficStats {
 pub enum RuleVerdict {
     Pass {
         rule: String,
+        /// The window judged, in seconds.
+        window_s: u64,
         value: f64,
         threshold: f64,
         requests: u64,
     },
     Fail {
         rule: String,
+        /// The window judged, in seconds.
+        window_s: u64,
         value: f64,
         threshold: f64,
         requests: u64,
@@ -78,6 +82,8 @@ pub enum RuleVerdict {
     /// Too little traffic to judge; never counted as a pass.
     Inconclusive {
         rule: String,
+        /// The window judged, in seconds.
+        window_s: u64,
         requests: u64,
         min_requests: u64,
     },
@@ -97,6 +103,7 @@ impl fmt::Display for RuleVerdict {
                 value,
                 threshold,
                 requests,
+                ..
             } => write!(
                 f,
                 "pass: {rule} (value {}, threshold {}, {requests} requests)",
@@ -108,6 +115,7 @@ impl fmt::Display for RuleVerdict {
                 value,
                 threshold,
                 requests,
+                ..
             } => write!(
                 f,
                 "FAIL: {rule} (value {}, threshold {}, {requests} requests)",
@@ -118,6 +126,7 @@ impl fmt::Display for RuleVerdict {
                 rule,
                 requests,
                 min_requests,
+                ..
             } => write!(
                 f,
                 "inconclusive: {rule} ({requests} requests, at least {min_requests} needed)"
@@ -223,12 +232,14 @@ impl Rule {
         } else {
             value > self.threshold
         };
+        let window_s = self.window.as_secs();
         let rule = self.text.clone();
         let requests = stats.requests;
         let threshold = self.threshold;
         if exceeded && (self.metric == Metric::Errors || requests >= min_requests) {
             return RuleVerdict::Fail {
                 rule,
+                window_s,
                 value,
                 threshold,
                 requests,
@@ -237,12 +248,14 @@ impl Rule {
         if requests < min_requests {
             return RuleVerdict::Inconclusive {
                 rule,
+                window_s,
                 requests,
                 min_requests,
             };
         }
         RuleVerdict::Pass {
             rule,
+            window_s,
             value,
             threshold,
             requests,

@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
+use crate::record::EdgeDecision;
 
 /// Lines buffered between requests and the writer before new lines are dropped.
 const CHANNEL_CAPACITY: usize = 16 * 1024;
@@ -18,7 +19,8 @@ const CHANNEL_CAPACITY: usize = 16 * 1024;
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
 
 /// One access-log line. Fields that the request never reached (no app matched, say) are
-/// `null`; `error` appears only when the gateway produced the answer itself.
+/// `null`; `error` appears only when the gateway produced the answer itself, `edge` only when an
+/// edge rule matched (blocked or counted).
 #[derive(Debug, serde::Serialize)]
 pub(crate) struct Entry<'a> {
     pub(crate) ts: String,
@@ -35,6 +37,9 @@ pub(crate) struct Entry<'a> {
     pub(crate) duration_ms: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<&'a str>,
+    /// Edge decisions (block or count), in phase order; absent when there were none.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub(crate) edge: &'a [EdgeDecision],
 }
 
 /// Request-side handle: serialises entries and hands them to the writer without waiting.

@@ -2,13 +2,19 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use rollgate_core::config::edge::EdgeConfig;
+
+use crate::edge::{EdgeError, EdgePolicy};
 
 /// Settings of one environment's gateway listener.
 ///
 /// Defaults: listen `127.0.0.1:0` (the OS picks a port), env `default`, no access log,
-/// connect timeout 2 s, upstream timeout 30 s, header read timeout 10 s, body limit 8 MiB,
-/// upstream idle keep-alive 30 s, shutdown grace 10 s.
+/// connect timeout 2 s, upstream timeout 30 s, header read timeout 10 s, headers at most
+/// 32 KiB and 100 fields, body limit 8 MiB, body read timeout 30 s, upstream idle keep-alive
+/// 30 s, shutdown grace 10 s, no edge policy.
 #[derive(Clone, Debug)]
 pub struct GatewayConfig {
     /// Environment name, for logs and the access log `env` field.
@@ -24,9 +30,19 @@ pub struct GatewayConfig {
     pub upstream_timeout: Duration,
     /// Limit on reading a client's request headers; slow clients are disconnected.
     pub header_read_timeout: Duration,
-    /// Request bodies are buffered (so a request can be retried) up to this many bytes;
-    /// larger bodies get 413 `body_too_large`.
+    /// Request line plus headers over this many bytes get 431 `headers_too_large`. The
+    /// connection's read buffer is capped at twice this (at least 8 KiB): a client sending
+    /// more without finishing its headers gets a bare 431 from the HTTP layer and is cut off.
+    pub max_header_bytes: usize,
+    /// Requests with more header fields than this get 431 `headers_too_large`. Above 100 the
+    /// HTTP layer's own cap (otherwise 100, answered with a bare 431) is raised to twice this.
+    pub max_headers: usize,
+    /// Request bodies are buffered (so a request can be inspected and retried) up to this many
+    /// bytes; larger bodies get 413 `body_too_large`.
     pub max_body_bytes: usize,
+    /// Limit on receiving the whole request body once its headers are in; a client that
+    /// trickles its body (slowloris) gets 408 `body_timeout` and the connection is closed.
+    pub body_read_timeout: Duration,
     /// Idle upstream keep-alive connections are closed after this long.
     pub idle_pool_timeout: Duration,
     /// After shutdown is requested, in-flight requests get this long to finish.
@@ -35,6 +51,9 @@ pub struct GatewayConfig {
     /// that alias's version whatever the weights, so testers can reach a candidate before it
     /// gets user traffic. `None` (the default) disables it.
     pub override_header: Option<http::HeaderName>,
+    /// The edge phases' policy (client IP, IP lists, rate limit, WAF); `None` (the default)
+    /// skips those phases. Shared: a gateway built from a clone shares its rate limit state.
+    pub edge: Option<Arc<EdgePolicy>>,
 }
 
 impl Default for GatewayConfig {
@@ -46,10 +65,33 @@ impl Default for GatewayConfig {
             connect_timeout: Duration::from_secs(2),
             upstream_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
             max_body_bytes: 8 * 1024 * 1024,
+            body_read_timeout: Duration::from_secs(30),
             idle_pool_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             override_header: None,
+            edge: None,
         }
+    }
+}
+
+impl GatewayConfig {
+    /// Applies an environment's `[env.NAME.edge]`: its request limits to the listener settings
+    /// and a new [`EdgePolicy`] (with its own, empty rate-limit state). `None` leaves the
+    /// settings as they are.
+    pub fn with_edge(mut self, edge: Option<&EdgeConfig>) -> Result<Self, EdgeError> {
+        let Some(edge) = edge else {
+            return Ok(self);
+        };
+        let limits = &edge.limits;
+        self.max_header_bytes = limits.max_header_bytes;
+        self.max_headers = limits.max_headers;
+        self.max_body_bytes = limits.max_body_bytes;
+        self.header_read_timeout = limits.header_timeout;
+        self.body_read_timeout = limits.body_timeout;
+        self.edge = Some(Arc::new(EdgePolicy::new(edge)?));
+        Ok(self)
     }
 }

@@ -73,6 +73,29 @@ pub enum ProxyError {
     /// The upstream did not send response headers within `upstream_timeout`.
     #[error("upstream sent no response headers within {0:?}")]
     UpstreamTimeout(std::time::Duration),
+    /// The client address is in `deny_ips`, or not in a non-empty `allow_ips`.
+    #[error("client address refused by the IP lists")]
+    IpDenied,
+    /// The client is over its rate limit.
+    #[error("client over its rate limit; retry after {retry_after_secs} s")]
+    RateLimited {
+        /// Whole seconds until a request would be allowed, sent as `Retry-After`.
+        retry_after_secs: u64,
+    },
+    /// The WAF found an attack in block mode. Never carries the payload.
+    #[error("request blocked by the WAF")]
+    RequestBlocked,
+    /// The request line and headers exceed `max_header_bytes` or `max_headers`.
+    #[error("request headers exceed the limits ({bytes} bytes, {count} fields)")]
+    HeadersTooLarge {
+        /// Size of the request line and headers as received.
+        bytes: usize,
+        /// Header fields received.
+        count: usize,
+    },
+    /// The request body did not arrive within `body_read_timeout`.
+    #[error("request body not received within {0:?}")]
+    BodyTimeout(std::time::Duration),
 }
 
 impl ProxyError {
@@ -88,6 +111,15 @@ impl ProxyError {
                 (StatusCode::BAD_GATEWAY, "upstream_unavailable", Upstream)
             }
             Self::UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", Upstream),
+            Self::IpDenied => (StatusCode::FORBIDDEN, "ip_denied", Client),
+            Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", Client),
+            Self::RequestBlocked => (StatusCode::FORBIDDEN, "request_blocked", Client),
+            Self::HeadersTooLarge { .. } => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+                Client,
+            ),
+            Self::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "body_timeout", Client),
         }
     }
 
@@ -111,8 +143,24 @@ impl ProxyError {
         self.source_kind() == ErrorSource::Upstream
     }
 
+    /// Seconds for the `Retry-After` header, for answers that have one (429).
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Self::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            _ => None,
+        }
+    }
+
+    /// True when the connection must close after this answer, because unread request bytes
+    /// may still be on the way (a body cut off by its read timeout).
+    pub fn closes_connection(&self) -> bool {
+        matches!(self, Self::BodyTimeout(_))
+    }
+
     /// The message sent to the client. Server-side answers use fixed text so that addresses,
-    /// instance ids and OS errors never leave the gateway; the details go to the logs.
+    /// instance ids and OS errors never leave the gateway; the details go to the logs. Edge
+    /// answers never repeat what the client sent (a WAF block in particular must not reflect
+    /// the payload back).
     pub fn public_message(&self) -> String {
         match self {
             Self::NoRoute => "no app is routed for this host and path".to_owned(),
@@ -121,6 +169,17 @@ impl ProxyError {
             Self::ClientBody(_) => "the request body could not be read".to_owned(),
             Self::UpstreamUnavailable { .. } => "the upstream service is unavailable".to_owned(),
             Self::UpstreamTimeout(_) => "the upstream service did not answer in time".to_owned(),
+            Self::IpDenied => "requests from this address are not allowed".to_owned(),
+            Self::RateLimited { retry_after_secs } => {
+                format!("too many requests from this address; retry in {retry_after_secs} s")
+            }
+            Self::RequestBlocked => {
+                "the request was blocked by the gateway's security rules".to_owned()
+            }
+            Self::HeadersTooLarge { .. } => {
+                "the request headers exceed the gateway's limits".to_owned()
+            }
+            Self::BodyTimeout(_) => "the request body did not arrive in time".to_owned(),
         }
     }
 
@@ -165,6 +224,25 @@ mod tests {
                 ProxyError::UpstreamTimeout(std::time::Duration::from_secs(1)),
                 504,
                 "upstream_timeout",
+            ),
+            (ProxyError::IpDenied, 403, "ip_denied"),
+            (
+                ProxyError::RateLimited {
+                    retry_after_secs: 3,
+                },
+                429,
+                "rate_limited",
+            ),
+            (ProxyError::RequestBlocked, 403, "request_blocked"),
+            (
+                ProxyError::HeadersTooLarge { bytes: 1, count: 1 },
+                431,
+                "headers_too_large",
+            ),
+            (
+                ProxyError::BodyTimeout(std::time::Duration::from_secs(1)),
+                408,
+                "body_timeout",
             ),
         ];
         for (err, status, code) in cases {

@@ -27,6 +27,13 @@ use crate::routes::RouteHandle;
 const LISTEN_BACKLOG: u32 = 1024;
 /// Time allowed to write the access log's last lines at shutdown.
 const ACCESS_LOG_CLOSE: Duration = Duration::from_secs(5);
+/// How often the rate limiter forgets clients whose budget is full again, so that its memory
+/// tracks recent clients instead of growing with every address ever seen.
+const RATE_LIMIT_SWEEP: Duration = Duration::from_secs(30);
+/// hyper's smallest allowed connection buffer.
+const MIN_CONN_BUFFER: usize = 8192;
+/// hyper's header-field cap when not configured (kept on the stack, hence not raised lightly).
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
 /// One environment's HTTP/1.1 reverse proxy listener.
 pub struct Gateway {
@@ -121,7 +128,34 @@ impl Gateway {
         let mut http = http1::Builder::new();
         http.timer(TokioTimer::new())
             .keep_alive(true)
-            .header_read_timeout(shared.config.header_read_timeout);
+            .header_read_timeout(shared.config.header_read_timeout)
+            // A hard ceiling on what one connection buffers; the precise limit, with a JSON
+            // answer and a log line, is the limits phase.
+            .max_buf_size(
+                shared
+                    .config
+                    .max_header_bytes
+                    .saturating_mul(2)
+                    .max(MIN_CONN_BUFFER),
+            );
+        if shared.config.max_headers > HYPER_DEFAULT_MAX_HEADERS {
+            http.max_headers(shared.config.max_headers.saturating_mul(2));
+        }
+        let sweeper = shared
+            .config
+            .edge
+            .clone()
+            .filter(|edge| edge.has_rate_limit())
+            .map(|edge| {
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(RATE_LIMIT_SWEEP);
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    loop {
+                        tick.tick().await;
+                        edge.retain_recent();
+                    }
+                })
+            });
         let graceful = GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
 
@@ -162,6 +196,9 @@ impl Gateway {
             .is_err()
         {
             tracing::warn!(env = %env, grace = ?grace, "connections still open after the shutdown grace");
+        }
+        if let Some(sweeper) = sweeper {
+            sweeper.abort();
         }
         drop(shared);
         if let Some(writer) = writer {

@@ -1,12 +1,16 @@
 //! Per-(app, version) traffic windows: one-second buckets in a ring holding status-class
-//! counters and a latency histogram, read by analysis and automatic rollback.
+//! counters and a latency histogram, read by analysis and automatic rollback; and the edge
+//! rules' block/count counters.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use rollgate_core::config::edge::EdgeMode;
+
+use crate::edge::{EdgeCounts, EdgeRule};
 
 /// Seconds of history kept per (app, version): a little over 15 minutes.
 pub const RETENTION_SECS: u64 = 960;
@@ -56,6 +60,9 @@ struct MetricsInner {
     /// Read-mostly: a write lock is only taken the first time a (app, version) is seen.
     series: RwLock<SeriesByApp>,
     access_log_dropped: AtomicU64,
+    /// Blocked and counted decisions per [`EdgeRule`], by [`EdgeRule::index`]: a fixed set of
+    /// plain atomics, so counting costs no lock or allocation on the request path.
+    edge: [[AtomicU64; 2]; EdgeRule::ALL.len()],
 }
 
 /// Series keyed by app, then version, so lookups by `&str` need no allocation.
@@ -110,6 +117,7 @@ impl Metrics {
                 origin: Instant::now(),
                 series: RwLock::new(HashMap::new()),
                 access_log_dropped: AtomicU64::new(0),
+                edge: std::array::from_fn(|_| [AtomicU64::new(0), AtomicU64::new(0)]),
             }),
         }
     }
@@ -259,6 +267,34 @@ impl Metrics {
         if let Some(latency) = bucket.latency.as_mut() {
             let micros = u64::try_from(sample.latency.as_micros()).unwrap_or(u64::MAX);
             latency.saturating_record(micros.clamp(LOWEST_US, HIGHEST_US));
+        }
+    }
+
+    /// Blocked and counted decisions of every edge rule since the gateway started, keyed by
+    /// the rule id (`"ip_deny"`, `"rate_limit"`, `"waf.sqli"`, …, see [`EdgeRule::as_str`]);
+    /// every rule is present, with zeros when it never matched.
+    pub fn edge_counters(&self) -> BTreeMap<String, EdgeCounts> {
+        EdgeRule::ALL
+            .iter()
+            .map(|rule| {
+                let [blocked, counted] = &self.inner.edge[rule.index()];
+                let counts = EdgeCounts {
+                    blocked: blocked.load(Ordering::Relaxed),
+                    counted: counted.load(Ordering::Relaxed),
+                };
+                (rule.as_str().to_owned(), counts)
+            })
+            .collect()
+    }
+
+    /// Counts one decision of `rule`: blocked in block mode, counted in count mode.
+    pub(crate) fn count_edge(&self, rule: EdgeRule, mode: EdgeMode) {
+        let slot = match mode {
+            EdgeMode::Block => 0,
+            EdgeMode::Count => 1,
+        };
+        if let Some(counters) = self.inner.edge.get(rule.index()) {
+            counters[slot].fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -478,6 +514,24 @@ mod tests {
                 ("web".to_owned(), 3)
             ]
         );
+    }
+
+    #[test]
+    fn edge_counters_list_every_rule_and_count_by_mode() {
+        let metrics = Metrics::new();
+        metrics.count_edge(EdgeRule::RateLimit, EdgeMode::Block);
+        metrics.count_edge(EdgeRule::RateLimit, EdgeMode::Count);
+        metrics.count_edge(EdgeRule::RateLimit, EdgeMode::Count);
+        let counters = metrics.edge_counters();
+        assert_eq!(counters.len(), EdgeRule::ALL.len());
+        assert_eq!(
+            counters["rate_limit"],
+            EdgeCounts {
+                blocked: 1,
+                counted: 2
+            }
+        );
+        assert_eq!(counters["waf.sqli"], EdgeCounts::default());
     }
 
     #[test]

@@ -1,5 +1,9 @@
-//! The request phases, in order, in one place: request id → route → proxy → record. Each phase
-//! may answer early with a [`ProxyError`]; [`handle`] is the only function that sequences them.
+//! The request phases, in order, in one place: request id → limits → ip → rate limit → body →
+//! waf → route → proxy → record (the chart is in the crate docs). Each phase may answer early
+//! with a [`ProxyError`]; [`handle`] is the only function that sequences them. The edge phases
+//! (ip, rate limit, waf) run only when the gateway has an [`EdgePolicy`]; each decision they
+//! take is counted and logged the same way in block and count mode, and only block mode
+//! answers early.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -13,9 +17,12 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use rollgate_core::config::edge::EdgeMode;
+use rollgate_waf::RequestView;
 
 use crate::access_log::AccessLog;
 use crate::config::GatewayConfig;
+use crate::edge::{EdgePolicy, EdgeRule};
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::random;
@@ -46,11 +53,12 @@ pub(crate) struct Shared {
 /// Runs one request through the phases. Never fails: every early answer is a response.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
-    client: SocketAddr,
+    peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     let (mut parts, body) = request.into_parts();
+    let edge = shared.config.edge.as_deref();
 
     // 1. request id
     let request_id = phase_request_id(&mut parts.headers);
@@ -60,23 +68,57 @@ pub(crate) async fn handle(
         request_id,
         parts.method.clone(),
         parts.uri.path(),
-        client.ip(),
+        peer.ip(),
     );
 
-    // 2. route
+    // 2. limits on the request line and headers (431)
+    if let Err(err) = phase_header_limits(&shared.config, &parts, &mut recorder) {
+        return answer(err, recorder);
+    }
+
+    // 3. ip: who the client is, and the allow and deny lists (403)
+    let client = match edge {
+        Some(edge) => match phase_ip(edge, peer.ip(), &parts.headers, &mut recorder) {
+            Ok(client) => client,
+            Err(err) => return answer(err, recorder),
+        },
+        None => peer.ip(),
+    };
+
+    // 4. rate limit per client (429)
+    if let Some(edge) = edge
+        && let Err(err) = phase_rate_limit(edge, client, &mut recorder)
+    {
+        return answer(err, recorder);
+    }
+
+    // 5. body, buffered once for the WAF and every proxy attempt (413, 408)
+    let body = match phase_body(&shared.config, body, &parts.headers, &mut recorder).await {
+        Ok(body) => body,
+        Err(err) => return answer(err, recorder),
+    };
+
+    // 6. waf (403)
+    if let Some(edge) = edge
+        && let Err(err) = phase_waf(edge, &parts, &body, &mut recorder)
+    {
+        return answer(err, recorder);
+    }
+
+    // 7. route
     let target = match phase_route(&shared, &parts, &mut recorder) {
         Ok(target) => target,
         Err(err) => return answer(err, recorder),
     };
 
-    // 3. proxy
-    let upstream =
-        match phase_proxy(&shared, parts, body, &target, client.ip(), &mut recorder).await {
-            Ok(response) => response,
-            Err(err) => return answer(err, recorder),
-        };
+    // 8. proxy
+    let upstream = match phase_proxy(&shared, parts, body, &target, peer.ip(), &mut recorder).await
+    {
+        Ok(response) => response,
+        Err(err) => return answer(err, recorder),
+    };
 
-    // 4. record (when the response body ends)
+    // 9. record (when the response body ends)
     phase_record(upstream, target.set_cookie.as_deref(), recorder)
 }
 
@@ -102,6 +144,163 @@ fn sane_request_id(value: &[u8]) -> Option<String> {
         return None;
     }
     String::from_utf8(value.to_vec()).ok()
+}
+
+/// Refuses a request line plus headers over `max_header_bytes`, or more than `max_headers`
+/// fields. The HTTP layer's own caps are set above these (see `GatewayConfig`), so that most
+/// oversized requests get this JSON answer and an access-log line.
+fn phase_header_limits(
+    config: &GatewayConfig,
+    parts: &Parts,
+    recorder: &mut Recorder,
+) -> Result<(), ProxyError> {
+    let count = parts.headers.len();
+    // As on the wire: `METHOD URI HTTP/1.1\r\n`, `name: value\r\n` per field, `\r\n`.
+    let bytes = parts.method.as_str().len()
+        + parts.uri.path_and_query().map_or(1, |pq| pq.as_str().len())
+        + 12
+        + parts
+            .headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum::<usize>()
+        + 2;
+    let rule = if bytes > config.max_header_bytes {
+        EdgeRule::HeaderBytes
+    } else if count > config.max_headers {
+        EdgeRule::HeaderCount
+    } else {
+        return Ok(());
+    };
+    let found = match rule {
+        EdgeRule::HeaderBytes => format!("{bytes} bytes"),
+        _ => format!("{count} fields"),
+    };
+    recorder.decide(
+        rule,
+        EdgeMode::Block,
+        true,
+        Some("headers".to_owned()),
+        Some(found),
+    );
+    Err(ProxyError::HeadersTooLarge { bytes, count })
+}
+
+/// Resolves the client address (trusted proxies) and applies the IP lists.
+fn phase_ip(
+    edge: &EdgePolicy,
+    peer: IpAddr,
+    headers: &HeaderMap,
+    recorder: &mut Recorder,
+) -> Result<IpAddr, ProxyError> {
+    let client = edge.client_ip(peer, headers);
+    recorder.client = client;
+    let Some(verdict) = edge.check_ip(client) else {
+        return Ok(client);
+    };
+    let mode = edge.ip_mode();
+    recorder.decide(
+        verdict.rule,
+        mode,
+        true,
+        Some("client_ip".to_owned()),
+        verdict.range.map(|range| range.to_string()),
+    );
+    match mode {
+        EdgeMode::Block => Err(ProxyError::IpDenied),
+        EdgeMode::Count => Ok(client),
+    }
+}
+
+/// Takes one request from the client's rate.
+fn phase_rate_limit(
+    edge: &EdgePolicy,
+    client: IpAddr,
+    recorder: &mut Recorder,
+) -> Result<(), ProxyError> {
+    let Some((mode, retry_after_secs)) = edge.check_rate(client) else {
+        return Ok(());
+    };
+    recorder.decide(EdgeRule::RateLimit, mode, true, None, None);
+    match mode {
+        EdgeMode::Block => Err(ProxyError::RateLimited { retry_after_secs }),
+        EdgeMode::Count => Ok(()),
+    }
+}
+
+/// Buffers the whole body under the size limit and the body read timeout, so that a client
+/// trickling its body cannot hold a request (and its memory) open for long.
+async fn phase_body(
+    config: &GatewayConfig,
+    body: Incoming,
+    headers: &HeaderMap,
+    recorder: &mut Recorder,
+) -> Result<Bytes, ProxyError> {
+    let buffered = tokio::time::timeout(
+        config.body_read_timeout,
+        buffer_body(body, headers, config.max_body_bytes),
+    )
+    .await;
+    let (rule, err) = match buffered {
+        Ok(Ok(body)) => return Ok(body),
+        Ok(Err(err @ ProxyError::BodyTooLarge { .. })) => (EdgeRule::BodySize, err),
+        Ok(Err(err)) => return Err(err),
+        Err(_elapsed) => (
+            EdgeRule::BodyTimeout,
+            ProxyError::BodyTimeout(config.body_read_timeout),
+        ),
+    };
+    recorder.decide(rule, EdgeMode::Block, true, Some("body".to_owned()), None);
+    Err(err)
+}
+
+/// Inspects path, query, headers, cookies and the buffered body; blocks when any finding's
+/// rule is in block mode. Every finding is logged; each rule counts once per request.
+fn phase_waf(
+    edge: &EdgePolicy,
+    parts: &Parts,
+    body: &Bytes,
+    recorder: &mut Recorder,
+) -> Result<(), ProxyError> {
+    let headers: Vec<(&str, &[u8])> = parts
+        .headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_bytes()))
+        .collect();
+    let request = RequestView {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        headers: &headers,
+        content_type: parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+        body,
+    };
+    let findings = edge.inspect(&request);
+    let mut block = false;
+    let mut seen: Vec<EdgeRule> = Vec::new();
+    for (finding, mode) in findings {
+        let rule = EdgeRule::Waf(finding.rule);
+        let first = !seen.contains(&rule);
+        if first {
+            seen.push(rule);
+        }
+        block |= mode == EdgeMode::Block;
+        recorder.decide(
+            rule,
+            mode,
+            first,
+            Some(finding.field),
+            Some(finding.matched),
+        );
+    }
+    if block {
+        Err(ProxyError::RequestBlocked)
+    } else {
+        Ok(())
+    }
 }
 
 /// Picks app, version and first instance, and counts the request in flight on it.
@@ -142,19 +341,19 @@ fn phase_route(
     }
 }
 
-/// Buffers the body, rewrites the headers, and forwards to the target's instances in order,
-/// moving on only when the request provably never reached an instance.
+/// Rewrites the headers and forwards the buffered body to the target's instances in order,
+/// moving on only when the request provably never reached an instance. `peer` (the socket
+/// peer, whatever the ip phase decided) is appended to `X-Forwarded-For`.
 async fn phase_proxy(
     shared: &Shared,
     mut parts: Parts,
-    body: Incoming,
+    body: Bytes,
     target: &Target,
-    client: IpAddr,
+    peer: IpAddr,
     recorder: &mut Recorder,
 ) -> Result<Response<Incoming>, ProxyError> {
-    let body = buffer_body(body, &parts.headers, shared.config.max_body_bytes).await?;
     strip_hop_by_hop(&mut parts.headers);
-    add_forwarded(&mut parts.headers, client);
+    add_forwarded(&mut parts.headers, peer);
     let path_and_query = parts
         .uri
         .path_and_query()
@@ -268,6 +467,12 @@ fn answer(err: ProxyError, mut recorder: Recorder) -> Response<ResponseBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    if let Some(secs) = err.retry_after_secs() {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if err.closes_connection() {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     set_request_id(headers, &recorder.request_id);
     let (parts, ()) = response.into_parts();
     Response::from_parts(

@@ -13,7 +13,10 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
+use rollgate_core::config::edge::EdgeMode;
+
 use crate::access_log::Entry;
+use crate::edge::{EdgeRule, MAX_LOGGED_DECISIONS};
 use crate::metrics::Sample;
 use crate::phases::Shared;
 use crate::routes::InFlightGuard;
@@ -31,7 +34,8 @@ pub(crate) struct Recorder {
     pub(crate) request_id: String,
     method: http::Method,
     path: String,
-    client: IpAddr,
+    /// The client as the ip phase resolved it (the socket peer until then).
+    pub(crate) client: IpAddr,
     pub(crate) app: Option<Arc<str>>,
     pub(crate) version: Option<u64>,
     pub(crate) instance: Option<Arc<str>>,
@@ -41,7 +45,22 @@ pub(crate) struct Recorder {
     pub(crate) upstream_failure: bool,
     /// Keeps the chosen instance counted in flight until the response is over.
     pub(crate) in_flight: Option<InFlightGuard>,
+    /// Edge decisions (block or count) taken on this request, for the access log.
+    edge: Vec<EdgeDecision>,
     done: bool,
+}
+
+/// One edge decision as the access log shows it: `{"rule": "waf.sqli", "action": "block",
+/// "field": "query:id", "matched": "1' OR '1'='1"}`. `field` and `matched` are absent when the
+/// rule has none (a rate limit); `matched` is already truncated and escaped by its producer.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct EdgeDecision {
+    rule: &'static str,
+    action: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    matched: Option<String>,
 }
 
 impl Recorder {
@@ -68,7 +87,32 @@ impl Recorder {
             error: None,
             upstream_failure: false,
             in_flight: None,
+            edge: Vec::new(),
             done: false,
+        }
+    }
+
+    /// Records an edge decision: counted in the metrics at once, and kept for the access log
+    /// (up to [`MAX_LOGGED_DECISIONS`] per request). `counted = false` logs a further match of
+    /// a rule already counted for this request, so counters count requests, not matches.
+    pub(crate) fn decide(
+        &mut self,
+        rule: EdgeRule,
+        mode: EdgeMode,
+        counted: bool,
+        field: Option<String>,
+        matched: Option<String>,
+    ) {
+        if counted {
+            self.shared.metrics.count_edge(rule, mode);
+        }
+        if self.edge.len() < MAX_LOGGED_DECISIONS {
+            self.edge.push(EdgeDecision {
+                rule: rule.as_str(),
+                action: mode.as_str(),
+                field,
+                matched,
+            });
         }
     }
 
@@ -103,6 +147,7 @@ impl Recorder {
                 status: self.status,
                 duration_ms: latency.as_secs_f64() * 1000.0,
                 error: self.error,
+                edge: &self.edge,
             });
         }
         self.in_flight = None;

@@ -61,7 +61,7 @@ pub enum Command {
     /// Roll out again the version whose last rollout failed, was rolled back or aborted.
     Retry(cmd::operate::Args),
     /// Show past rollouts with their events.
-    History(cmd::Scope),
+    History(cmd::history::Args),
     /// Show the logs of an app's instances.
     Logs(cmd::logs::Args),
     /// Show the audit trail.

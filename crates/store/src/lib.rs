@@ -8,7 +8,11 @@
 //!
 //! [`SqliteStore`] is the embedded default (one file, WAL). A PostgreSQL store for scale-out
 //! implements the same trait.
+//!
+//! Secrets (sealed bytes, versions, stages, rotation policies) live behind the separate
+//! [`SecretStore`] trait in [`secrets`], which [`SqliteStore`] implements too.
 
+pub mod secrets;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -16,6 +20,10 @@ use std::collections::BTreeMap;
 use rollgate_core::{Alias, Rollout, Timestamp};
 use serde::{Deserialize, Serialize};
 
+pub use secrets::{
+    NewSecretVersion, NewVersionStage, RewrapItem, RotationPolicy, SecretFilter, SecretInfo,
+    SecretStore, SecretVersionInfo,
+};
 pub use sqlite::SqliteStore;
 
 /// Errors of the store, by cause.
@@ -38,6 +46,10 @@ pub enum StoreError {
     InUse { path: String },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The change does not fit the stored state, e.g. a secret version number already taken or
+    /// a promotion of a version that is not pending. Nothing was changed; re-read and retry.
+    #[error("conflict: {0}")]
+    Conflict(String),
     #[error("database error: {0}")]
     Db(#[from] rusqlite::Error),
 }

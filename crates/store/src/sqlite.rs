@@ -12,7 +12,12 @@ use crate::{
     VersionRecord,
 };
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
+
+/// Migrations, in order: `(from, sql)` brings a database at version `from` to `from + 1`.
+/// Each only adds, so data written by an older rollgate stays valid; a database newer than
+/// [`SCHEMA_VERSION`] is refused rather than guessed at.
+const MIGRATIONS: &[(i64, &str)] = &[(1, crate::secrets::SCHEMA_V2)];
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -64,7 +69,7 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and takes it exclusively, so that a
     /// second control plane on the same data directory fails at once instead of racing.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         // Nobody else may hold the file, so waiting long for a lock only delays the error.
         conn.busy_timeout(std::time::Duration::from_millis(200))?;
         let in_use = |e: rusqlite::Error| match e.sqlite_error_code() {
@@ -91,37 +96,49 @@ impl SqliteStore {
                 |r| r.get(0),
             )
             .optional()?;
-        match found {
-            None => {
-                conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
-                    params![SCHEMA_VERSION.to_string()],
-                )?;
-            }
-            Some(v) if v == SCHEMA_VERSION.to_string() => {}
-            Some(v) => {
-                return Err(StoreError::Corrupt(format!(
-                    "schema version {v} is not supported by this rollgate (expects {SCHEMA_VERSION})"
-                )));
+        // A new file has just been given the version 1 tables by SCHEMA.
+        let from = match found {
+            None => 1,
+            Some(v) => v.parse::<i64>().map_err(|_| {
+                StoreError::Corrupt(format!("schema version {v:?} is not a number"))
+            })?,
+        };
+        if from > SCHEMA_VERSION {
+            return Err(StoreError::Corrupt(format!(
+                "schema version {from} is not supported by this rollgate (expects {SCHEMA_VERSION})"
+            )));
+        }
+        // All steps and the new version number in one transaction: a crash mid-way leaves the
+        // old version, which the next start migrates again.
+        let tx = conn.transaction()?;
+        for (step_from, sql) in MIGRATIONS {
+            if *step_from >= from {
+                tx.execute_batch(sql)?;
             }
         }
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![SCHEMA_VERSION.to_string()],
+        )?;
+        tx.commit()?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
         })
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave a half-done transaction (rusqlite rolls
         // back on drop), so a poisoned mutex is safe to reuse.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-fn ts(v: i64) -> Timestamp {
+pub(crate) fn ts(v: i64) -> Timestamp {
     Timestamp(u64::try_from(v).unwrap_or(0))
 }
 
-fn i(v: u64) -> i64 {
+pub(crate) fn i(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
@@ -181,7 +198,7 @@ fn insert_event(tx: &Transaction<'_>, e: &EventRecord) -> Result<(), StoreError>
     Ok(())
 }
 
-fn insert_audit(tx: &Connection, a: &AuditEntry) -> Result<(), StoreError> {
+pub(crate) fn insert_audit(tx: &Connection, a: &AuditEntry) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO audit (at, actor, action, app, env, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![i(a.at.0), a.actor, a.action, a.app, a.env, a.detail],
