@@ -390,3 +390,48 @@ async fn kill9_under_load_comes_back_serving_the_same_live_version() {
 
     assert_all_gone_after_stop(&mut s, &mark).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_during_a_canary_step_resumes_the_step_with_the_same_split() {
+    let mark = marker("canary-step");
+    let config = marked_config(&mark, "1s", "30s").replace(
+        "rollback_when = [\"error_rate > 5%\"]",
+        "rollback_when = [\"error_rate > 5%\"]\nstrategy = { canary = { steps = [20, 100], interval = \"60s\" } }\non_inconclusive = \"continue\"",
+    );
+    let mut s = Server::start(&config).await;
+    let (code, out) = s.deploy(&s.artifact("v1"), &[]).await;
+    assert_eq!(code, 0, "{out}");
+    let id = deploy_detached(&s, "v2", &[]).await;
+    eventually("the first canary step", Duration::from_secs(30), || async {
+        let r = rollout(&s, id).await;
+        (r["phase"] == "shifting").then_some(())
+    })
+    .await;
+    let before = instances_with(&mark);
+
+    s.kill9().await;
+    s.spawn().await;
+
+    // The step resumed: the same 20 % split, recorded, both versions running once each.
+    let r = rollout(&s, id).await;
+    assert_eq!(r["phase"], "shifting", "{r}");
+    assert_eq!(r["weight_percent"], 20.0, "{r}");
+    assert!(event_kinds(&r).contains(&"recovered".to_string()), "{r}");
+    assert!(r["reason"].as_str().unwrap_or("").contains("resumed at 20%"), "{r}");
+    let st = s.cli_json(&["status", "api", "--env", "staging"]).await;
+    let traffic = &st["environments"][0]["apps"][0]["traffic"];
+    assert_eq!((traffic[0]["version"].as_u64(), traffic[0]["weight_percent"].as_f64()), (Some(2), Some(20.0)), "{traffic}");
+    let after = instances_with(&mark);
+    assert!(after.iter().all(|p| !before.contains(p)), "a process from before the crash survived: {before:?} {after:?}");
+    assert_eq!(after.len(), 2, "v1 and v2 once each: {after:?}");
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..60 {
+        seen.insert(live_version(&s.gateway("staging")).await);
+    }
+    assert_eq!(seen.len(), 2, "both versions answer at 20/80: {seen:?}");
+
+    // Finish it by hand.
+    let done = s.cli_json(&["promote", "api", "--env", "staging"]).await;
+    assert_eq!(done["rollout"]["phase"], "monitoring", "{done}");
+    assert_all_gone_after_stop(&mut s, &mark).await;
+}

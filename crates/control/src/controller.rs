@@ -401,7 +401,18 @@ impl Controller {
                 .iter()
                 .filter(|r| r.app == app && r.env == env && r.phase == Phase::Monitoring)
                 .find_map(|r| r.prev_blue);
-            for v in [set.live, set.blue, prev_blue].into_iter().flatten() {
+            // A gradual rollout interrupted in a weight step resumes that step: its candidate
+            // held part of the traffic and must come back before routing does.
+            let shifting = active
+                .iter()
+                .filter(|r| r.app == app && r.env == env)
+                .filter(|r| matches!(r.phase, Phase::Shifting | Phase::Paused) && r.step.is_some())
+                .map(|r| r.version)
+                .next();
+            // Once each: two concurrent starts of one version would run it twice.
+            let versions: std::collections::BTreeSet<u64> =
+                [set.live, set.blue, prev_blue, shifting].into_iter().flatten().collect();
+            for v in versions {
                 let this = Arc::clone(self);
                 let (app, env) = (app.clone(), env.clone());
                 starts.push(tokio::spawn(async move {
