@@ -417,12 +417,28 @@ async fn kill9_during_a_canary_step_resumes_the_step_with_the_same_split() {
     assert_eq!(r["phase"], "shifting", "{r}");
     assert_eq!(r["weight_percent"], 20.0, "{r}");
     assert!(event_kinds(&r).contains(&"recovered".to_string()), "{r}");
-    assert!(r["reason"].as_str().unwrap_or("").contains("resumed at 20%"), "{r}");
+    assert!(
+        r["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("resumed at 20%"),
+        "{r}"
+    );
     let st = s.cli_json(&["status", "api", "--env", "staging"]).await;
     let traffic = &st["environments"][0]["apps"][0]["traffic"];
-    assert_eq!((traffic[0]["version"].as_u64(), traffic[0]["weight_percent"].as_f64()), (Some(2), Some(20.0)), "{traffic}");
+    assert_eq!(
+        (
+            traffic[0]["version"].as_u64(),
+            traffic[0]["weight_percent"].as_f64()
+        ),
+        (Some(2), Some(20.0)),
+        "{traffic}"
+    );
     let after = instances_with(&mark);
-    assert!(after.iter().all(|p| !before.contains(p)), "a process from before the crash survived: {before:?} {after:?}");
+    assert!(
+        after.iter().all(|p| !before.contains(p)),
+        "a process from before the crash survived: {before:?} {after:?}"
+    );
     assert_eq!(after.len(), 2, "v1 and v2 once each: {after:?}");
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..60 {

@@ -411,7 +411,10 @@ impl Controller {
                 .next();
             // Once each: two concurrent starts of one version would run it twice.
             let versions: std::collections::BTreeSet<u64> =
-                [set.live, set.blue, prev_blue, shifting].into_iter().flatten().collect();
+                [set.live, set.blue, prev_blue, shifting]
+                    .into_iter()
+                    .flatten()
+                    .collect();
             for v in versions {
                 let this = Arc::clone(self);
                 let (app, env) = (app.clone(), env.clone());
