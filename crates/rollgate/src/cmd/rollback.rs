@@ -7,17 +7,8 @@ use serde_json::json;
 use crate::Global;
 use crate::locate;
 
-#[derive(clap::Args, Debug)]
-pub struct Args {
-    /// The app to roll back.
-    pub app: String,
-    /// The environment.
-    #[arg(long, short = 'e')]
-    pub env: String,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
-}
+/// The same arguments as the operator commands: the app, `--env`, `--json`.
+pub use super::operate::Args;
 
 pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let api = locate::api(g)?;
