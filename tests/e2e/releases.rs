@@ -368,8 +368,8 @@ async fn the_demo_tells_the_whole_story_and_cleans_up() {
             .to_string()
     };
     assert!(
-        line("v2  healthy release").contains("succeeded")
-            && line("v2  healthy release").ends_with(" 0 failed"),
+        line("v2  healthy canary").contains("succeeded")
+            && line("v2  healthy canary").ends_with(" 0 failed"),
         "{stdout}"
     );
     assert!(
@@ -378,7 +378,7 @@ async fn the_demo_tells_the_whole_story_and_cleans_up() {
         "{stdout}"
     );
     assert!(
-        line("v4  answers 50%").contains("rolled back automatically"),
+        line("v4  answers 30%").contains("rolled back automatically"),
         "{stdout}"
     );
     assert!(line("total:").contains(" 0 connection errors"), "{stdout}");

@@ -3,9 +3,10 @@
 //! It writes a configuration and four artifacts into a temporary directory, runs the control
 //! plane in this process (the sample service is this same binary's hidden `demo-service`
 //! command), drives steady client traffic through the gateway, and releases:
-//! v1 (first release), v2 (healthy), v3 (fails its health check: never takes traffic) and v4
-//! (answers half its API calls with 500: rolled back by the monitor). It then prints what the
-//! clients saw and leaves everything up until Ctrl-C (or stops at once with `--exit`).
+//! v1 (first release), v2 (healthy: a canary 10 → 50 → 100 %), v3 (fails its health check:
+//! never takes traffic) and v4 (answers 30 % of its API calls with 500: rolled back from the
+//! gateway's metrics while it holds 10 % of the traffic). It then prints what the clients saw
+//! and leaves everything up until Ctrl-C (or stops at once with `--exit`).
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -99,10 +100,13 @@ smoke = [
 
 [env.staging]
 listen = "127.0.0.1:0"
-strategy = "blue-green"
-monitor = "5s"
+strategy = { canary = { steps = [10, 50, 100], interval = "2s" } }
+monitor = "3s"
 rollback_when = ["error_rate > 5%", "p99 > 500ms"]
 min_requests = 20
+on_inconclusive = "continue"
+sticky = "cookie"
+override_header = "X-Rollgate-Alias"
 "#;
 
 fn shell_quote(s: &str) -> String {
@@ -168,15 +172,19 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let story: [(&'static str, BTreeMap<String, String>, bool); 4] = [
         ("v1  first release", BTreeMap::new(), false),
-        ("v2  healthy release", BTreeMap::new(), true),
+        (
+            "v2  healthy canary 10 -> 50 -> 100 %",
+            BTreeMap::new(),
+            true,
+        ),
         (
             "v3  fails its health check",
             [("DEMO_FAIL_HEALTH".to_string(), "1".to_string())].into(),
             true,
         ),
         (
-            "v4  answers 50% of API calls with 500",
-            [("DEMO_ERROR_RATE".to_string(), "0.5".to_string())].into(),
+            "v4  answers 30% of API calls with 500",
+            [("DEMO_ERROR_RATE".to_string(), "0.3".to_string())].into(),
             true,
         ),
     ];
@@ -225,7 +233,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     println!("== summary (what the clients saw through the gateway)");
     for s in &steps {
         println!(
-            "  {:<42} {:<52} {:>6} requests, {} failed",
+            "  {:<38} {:<56} {:>6} requests, {} failed",
             s.what,
             s.outcome,
             s.traffic.requests,
@@ -244,8 +252,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         println!("\nThe gateway stays up. Try:");
         println!("  curl http://{gateway}/version");
+        println!(
+            "  curl -H 'X-Rollgate-Alias: blue' http://{gateway}/version   # the previous version, kept warm"
+        );
         println!("  rollgate --data-dir {} status", data_dir.display());
-        println!("  rollgate --data-dir {} history", data_dir.display());
+        println!(
+            "  rollgate --data-dir {} history --explain",
+            data_dir.display()
+        );
         println!("Press Ctrl-C to stop (the temporary directory is then removed).");
         super::serve::shutdown_signal().await;
         let _ = stop_tx.send(());
@@ -262,13 +276,6 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 fn outcome(r: &Value) -> String {
     let phase = r["phase"].as_str().unwrap_or("-");
     let events = r["events"].as_array().cloned().unwrap_or_default();
-    let at = |kind: &str| {
-        events
-            .iter()
-            .find(|e| e["kind"] == kind)
-            .and_then(|e| e["at"].as_str())
-            .and_then(|t| humantime::parse_rfc3339(t).ok())
-    };
     let started = r["started_at"]
         .as_str()
         .and_then(|t| humantime::parse_rfc3339(t).ok());
@@ -279,30 +286,33 @@ fn outcome(r: &Value) -> String {
             .unwrap_or_default(),
         _ => "?".to_string(),
     };
+    // When live moved to the candidate (the first event in `monitoring`) and when the
+    // candidate first took traffic (the first event in `shifting` or `monitoring`).
+    let first_in = |phases: &[&str]| {
+        events
+            .iter()
+            .find(|e| phases.iter().any(|p| e["phase"] == *p))
+            .and_then(|e| e["at"].as_str())
+            .and_then(|t| humantime::parse_rfc3339(t).ok())
+    };
+    let finished = r["finished_at"]
+        .as_str()
+        .and_then(|t| humantime::parse_rfc3339(t).ok());
+    let between = |a: Option<std::time::SystemTime>, b: Option<std::time::SystemTime>| match (a, b)
+    {
+        (Some(a), Some(b)) => b
+            .duration_since(a)
+            .map(|d| format!("{:.1}s", d.as_secs_f64()))
+            .unwrap_or_default(),
+        _ => "?".to_string(),
+    };
     match phase {
-        "succeeded" => format!("live after {}, succeeded", secs(at("switched"))),
-        "failed" => format!(
-            "caught before traffic after {}",
-            secs(
-                r["finished_at"]
-                    .as_str()
-                    .and_then(|t| humantime::parse_rfc3339(t).ok())
-            )
+        "succeeded" => format!("live after {}, succeeded", secs(first_in(&["monitoring"]))),
+        "failed" => format!("caught before traffic after {}", secs(finished)),
+        "rolled_back" => format!(
+            "rolled back automatically {} after its first request",
+            between(first_in(&["shifting", "monitoring"]), finished)
         ),
-        "rolled_back" => {
-            let live = at("switched");
-            let back = r["finished_at"]
-                .as_str()
-                .and_then(|t| humantime::parse_rfc3339(t).ok());
-            let held = match (live, back) {
-                (Some(a), Some(b)) => b
-                    .duration_since(a)
-                    .map(|d| format!("{:.1}s", d.as_secs_f64()))
-                    .unwrap_or_default(),
-                _ => "?".to_string(),
-            };
-            format!("rolled back automatically after {held} live")
-        }
         other => other.to_string(),
     }
 }
