@@ -9,6 +9,7 @@ mod canary;
 mod crash;
 mod polyglot;
 mod releases;
+mod secrets;
 // Each test module uses a different part of the harness.
 #[allow(dead_code)]
 mod util;

@@ -13,6 +13,7 @@
 //! | GET | `/v1/history?app=&env=&limit=` | rollouts with events, newest first |
 //! | GET | `/v1/logs?app=&env=&version=&lines=` | instance log tails |
 //! | GET | `/v1/audit?app=&env=&limit=` | audit entries, newest first |
+//! | … | `/v1/secrets…`, `/v1/master-key/rotate` | secrets: see [`crate::secrets::routes`] |
 
 use std::sync::Arc;
 
@@ -36,6 +37,14 @@ struct AppState {
     token: Arc<String>,
 }
 
+/// Lets route modules outside this file (e.g. `crate::secrets`) take the controller as
+/// their state.
+impl axum::extract::FromRef<AppState> for Arc<Controller> {
+    fn from_ref(state: &AppState) -> Arc<Controller> {
+        Arc::clone(&state.controller)
+    }
+}
+
 /// The router of the control API.
 pub fn router(controller: Arc<Controller>, token: String) -> Router {
     let state = AppState {
@@ -55,6 +64,8 @@ pub fn router(controller: Arc<Controller>, token: String) -> Router {
         .route("/v1/history", get(history))
         .route("/v1/logs", get(logs))
         .route("/v1/audit", get(audit))
+        // Secrets (crate::secrets, docs/secrets.md), behind the same token.
+        .merge(crate::secrets::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route(
@@ -82,7 +93,7 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
 }
 
 /// Who is acting: the CLI sends its user in `X-Rollgate-Actor`.
-fn actor(headers: &HeaderMap) -> String {
+pub(crate) fn actor(headers: &HeaderMap) -> String {
     headers
         .get("x-rollgate-actor")
         .and_then(|v| v.to_str().ok())

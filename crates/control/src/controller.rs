@@ -164,6 +164,8 @@ pub struct Controller {
     /// The state of every alarm, by (app, env, alarm index).
     alarms: Mutex<HashMap<(String, String, usize), AlarmState>>,
     check: CheckClient,
+    /// The secret service, set once by `serve` after both exist (crate::secrets).
+    secrets: std::sync::OnceLock<Arc<crate::secrets::SecretService>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -213,7 +215,28 @@ impl Controller {
             check: smoke::check_client(),
             notifiers,
             alarms: Mutex::new(HashMap::new()),
+            secrets: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Gives the controller the secret service: instances get their declared secrets at
+    /// start, and deploys check that they exist. Only the first call has an effect.
+    pub fn set_secrets(&self, secrets: Arc<crate::secrets::SecretService>) {
+        let _ = self.secrets.set(secrets);
+    }
+
+    /// The secret service, once set.
+    pub fn secrets(&self) -> Option<&Arc<crate::secrets::SecretService>> {
+        self.secrets.get()
+    }
+
+    /// Sends a notification from outside the controller (e.g. a failed secret rotation).
+    pub(crate) fn notify_event(&self, n: Notification) {
+        if self.notifiers.contains_key(&n.env) {
+            self.notify(n);
+        } else {
+            tracing::info!(kind = %n.kind, env = %n.env, message = %n.message, "no notification targets; logged only");
+        }
     }
 
     /// Sends a notification to the environment's targets (never blocks).
@@ -520,13 +543,22 @@ impl Controller {
                         record.digest
                     ));
                 }
+                // Declared secrets, read once per version; never logged (crate::secrets).
+                let injected = match self.secrets.get() {
+                    Some(s) => s
+                        .inject(app_c, env, version)
+                        .map_err(|e| format!("secrets of v{version}: {e}"))?,
+                    None => BTreeMap::new(),
+                };
                 let mut handles = Vec::new();
                 for i in 0..app_c.instances {
-                    match self
-                        .driver
-                        .start(self.instance_spec(app_c, env, &record, i))
-                        .await
-                    {
+                    let mut spec = self.instance_spec(app_c, env, &record, i);
+                    spec.env.extend(
+                        injected
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.expose().clone())),
+                    );
+                    match self.driver.start(spec).await {
                         Ok(h) => handles.push(h),
                         Err(e) => {
                             for h in &handles {
@@ -594,6 +626,9 @@ impl Controller {
             if let Err(e) = h.stop().await {
                 tracing::warn!(instance = h.id(), error = %e, "stopping an instance failed");
             }
+        }
+        if let Some(s) = self.secrets.get() {
+            s.remove_files(app, env, version);
         }
         tracing::info!(%app, %env, version, "stopped v{version}");
     }
@@ -754,6 +789,9 @@ impl Controller {
         actor: &str,
     ) -> Result<DeployAccepted, ApiError> {
         let (_, env_c) = self.app_env(&req.app, &req.env)?;
+        if let Some(s) = self.secrets.get() {
+            s.check_declared(&req.app, &req.env)?;
+        }
         if let Some(r) = self
             .store
             .active_rollouts()?
@@ -1423,6 +1461,79 @@ impl Controller {
             },
             now(),
         )?;
+        let accepted = DeployAccepted {
+            rollout_id: rollout.id,
+            app: app.to_string(),
+            env: env.to_string(),
+            version: version.number,
+            digest: version.digest,
+        };
+        let actions = vec![Action::StartVersion {
+            version: rollout.version,
+        }];
+        self.spawn_drive(rollout, actions);
+        Ok(accepted)
+    }
+
+    /// Starts a rollout of a new version that copies the live one (artifact, label, vars), so
+    /// that fresh instances start, e.g. with a rotated secret (crate::secrets). A new number
+    /// rather than a retry of the live one: the live version's instances keep running as the
+    /// baseline until the copy is verified, then drain. Fails with [`ApiError::Locked`] while
+    /// a rollout runs.
+    pub(crate) async fn redeploy(
+        self: &Arc<Self>,
+        app: &str,
+        env: &str,
+        actor: &str,
+        reason: &str,
+    ) -> Result<DeployAccepted, ApiError> {
+        let (_, env_c) = self.app_env(app, env)?;
+        let live = self
+            .store
+            .aliases(app, env)?
+            .live
+            .ok_or_else(|| ApiError::Conflict(format!("{app}/{env} has nothing live")))?;
+        let record = self.store.version(app, env, live)?;
+        let (version, rollout) = self.store.create_deploy(
+            &NewDeploy {
+                retry: None,
+                app: app.to_string(),
+                env: env.to_string(),
+                digest: record.digest.clone(),
+                label: record.label.clone(),
+                vars: record.vars.clone(),
+                actor: actor.to_string(),
+                strategy: env_c.strategy.name().to_string(),
+                steps: env_c.strategy.steps(),
+                monitor: env_c.monitor,
+                lease: LEASE,
+            },
+            now(),
+        )?;
+        tracing::info!(%app, %env, from = live, version = version.number, rollout = rollout.id, %reason, "redeploy of the live version started");
+        self.store.record_audit(&AuditEntry {
+            at: now(),
+            actor: actor.to_string(),
+            action: "redeploy".to_string(),
+            app: Some(app.to_string()),
+            env: Some(env.to_string()),
+            detail: format!(
+                "v{} copies live v{live} (rollout #{}): {reason}",
+                version.number, rollout.id
+            ),
+        })?;
+        let mut n = Notification::new(
+            "rollout.started",
+            app,
+            env,
+            format!(
+                "redeploy of v{live} as v{} by {actor}: {reason}",
+                version.number
+            ),
+        );
+        n.rollout_id = Some(rollout.id);
+        n.version = Some(version.number);
+        self.notify(n);
         let accepted = DeployAccepted {
             rollout_id: rollout.id,
             app: app.to_string(),

@@ -68,6 +68,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Locked { .. } => ApiError::Locked(e.to_string()),
             StoreError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
+            StoreError::Conflict(what) => ApiError::Conflict(what),
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -10,6 +10,7 @@ pub mod artifacts;
 pub mod controller;
 pub mod error;
 pub mod notify;
+pub mod secrets;
 pub mod smoke;
 
 use std::collections::BTreeMap;
@@ -54,6 +55,9 @@ pub enum ServerError {
     Gateway { env: String, message: String },
     #[error("process driver: {0}")]
     Runtime(String),
+    /// The master key is missing or wrong, or the secret service cannot start.
+    #[error("secrets: {0}")]
+    Secrets(#[from] secrets::SecretsError),
 }
 
 /// Where a running server can be reached; written to `serve.json` in the data directory.
@@ -116,7 +120,10 @@ pub async fn serve(
         std::fs::create_dir_all(&p).map_err(io_err(&p))?;
     }
     let token = ensure_token(&data_dir)?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data_dir.join("state.db"))?);
+    let sqlite = Arc::new(SqliteStore::open(&data_dir.join("state.db"))?);
+    let store: Arc<dyn Store> = Arc::clone(&sqlite) as Arc<dyn Store>;
+    // Before anything runs: a wrong master key must stop the start with nothing changed.
+    let (master_key, key_source) = secrets::load_master_key(&config, &data_dir, &*sqlite)?;
     let driver = Arc::new(
         ProcessDriver::new(data_dir.join("run"))
             .map_err(|e| ServerError::Runtime(e.to_string()))?,
@@ -186,6 +193,14 @@ pub async fn serve(
         data_dir.join("logs"),
         gateways.clone(),
     );
+    controller.set_secrets(secrets::SecretService::new(
+        Arc::clone(&config),
+        sqlite,
+        Arc::clone(&store),
+        master_key,
+        key_source,
+        &data_dir,
+    )?);
     controller.recover().await?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -206,6 +221,7 @@ pub async fn serve(
     }
     let refresher = tokio::spawn(Arc::clone(&controller).route_refresher());
     let alarms = tokio::spawn(Arc::clone(&controller).alarm_loop());
+    let rotations = tokio::spawn(secrets::rotation_loop(Arc::clone(&controller)));
     let app = api::router(Arc::clone(&controller), token);
     let mut rx = stop_rx.clone();
     tasks.spawn(async move {
@@ -235,6 +251,7 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     refresher.abort();
     alarms.abort();
+    rotations.abort();
     let drained = tokio::time::timeout(Duration::from_secs(15), async {
         while tasks.join_next().await.is_some() {}
     })

@@ -71,6 +71,12 @@ pub struct ServerConfig {
     pub control: SocketAddr,
     /// Data directory, relative to the configuration file; default `.rollgate`.
     pub data_dir: Option<PathBuf>,
+    /// Secrets' master key from this file (relative to the configuration file's folder).
+    /// Default: the variable `ROLLGATE_MASTER_KEY` if set, else `<data dir>/master.key`
+    /// (docs/secrets.md). Exclusive with `master_key_env`.
+    pub master_key_file: Option<PathBuf>,
+    /// Secrets' master key from this environment variable (hex or base64 of 32 bytes).
+    pub master_key_env: Option<String>,
 }
 
 /// `[app.NAME]`: a web service that rollgate releases.
@@ -98,6 +104,26 @@ pub struct AppConfig {
     /// Synthetic requests sent to the candidate (and the stable version while both take
     /// traffic) during analysis, so a quiet service still reaches the minimum sample.
     pub probe: Option<Probe>,
+    /// `secrets = [...]`: the secrets every instance gets at start (docs/secrets.md).
+    pub secrets: Vec<SecretRef>,
+}
+
+/// One entry of `app.NAME.secrets`: a secret and where the instance finds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SecretRef {
+    /// The secret's name in the store (app-scoped first, then environment-wide).
+    pub name: String,
+    pub target: SecretTarget,
+}
+
+/// Where an instance finds a secret's value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretTarget {
+    /// An environment variable; by default the name upper-cased with `.` and `-` as `_`.
+    Env(String),
+    /// A file (mode 0600) of this name in the directory `ROLLGATE_SECRETS_DIR`.
+    File(String),
 }
 
 /// `app.NAME.probe`: one request, repeated.
@@ -357,17 +383,26 @@ impl Config {
 
         let server = match root_t.table("server", &mut cx) {
             Some(t) => {
-                cx.only(&t, &["control", "data_dir"]);
-                ServerConfig {
+                cx.only(
+                    &t,
+                    &["control", "data_dir", "master_key_file", "master_key_env"],
+                );
+                let server = ServerConfig {
                     control: t
                         .addr("control", &mut cx)
                         .unwrap_or_else(default_control_listen),
                     data_dir: t.string("data_dir", &mut cx).map(PathBuf::from),
-                }
+                    master_key_file: t.string("master_key_file", &mut cx).map(PathBuf::from),
+                    master_key_env: t.string("master_key_env", &mut cx),
+                };
+                check_master_key(&server, &t, &mut cx);
+                server
             }
             None => ServerConfig {
                 control: default_control_listen(),
                 data_dir: None,
+                master_key_file: None,
+                master_key_env: None,
             },
         };
 
@@ -449,9 +484,11 @@ fn parse_app(name: &str, t: &T<'_>, cx: &mut Cx) -> Option<AppConfig> {
             "health",
             "smoke",
             "probe",
+            "secrets",
         ],
     );
     let before = cx.errors.len();
+    let secrets = parse_secrets(t, cx);
     let run = t.string("run", cx);
     if run.is_none() && !t.table.contains_key("run") {
         cx.err(
@@ -636,7 +673,151 @@ fn parse_app(name: &str, t: &T<'_>, cx: &mut Cx) -> Option<AppConfig> {
         health,
         smoke,
         probe,
+        secrets,
     })
+}
+
+/// `server.master_key_file` / `server.master_key_env`: at most one, each well-formed.
+fn check_master_key(server: &ServerConfig, t: &T<'_>, cx: &mut Cx) {
+    if server.master_key_file.is_some() && server.master_key_env.is_some() {
+        cx.err(
+            &t.child("master_key_env"),
+            "expected either master_key_file or master_key_env, not both".to_string(),
+        );
+    }
+    if let Some(v) = &server.master_key_env
+        && !env_var_name(v)
+    {
+        cx.err(
+            &t.child("master_key_env"),
+            format!(
+                "expected an environment variable name like \"ROLLGATE_MASTER_KEY\", got {v:?}"
+            ),
+        );
+    }
+    if let Some(f) = &server.master_key_file
+        && f.as_os_str().is_empty()
+    {
+        cx.err(
+            &t.child("master_key_file"),
+            "expected a path to the key file".to_string(),
+        );
+    }
+}
+
+/// `A-Z a-z 0-9 _`, not starting with a digit: what a shell and every runtime accept.
+fn env_var_name(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// The default variable of a secret: `database-password` → `DATABASE_PASSWORD`.
+pub fn secret_env_var(name: &str) -> String {
+    name.chars()
+        .map(|c| match c {
+            '.' | '-' => '_',
+            c => c.to_ascii_uppercase(),
+        })
+        .collect()
+}
+
+/// `app.NAME.secrets`: names, or `{ name, env }` / `{ name, file }` tables.
+fn parse_secrets(t: &T<'_>, cx: &mut Cx) -> Vec<SecretRef> {
+    let mut out: Vec<SecretRef> = Vec::new();
+    let Some(v) = t.table.get("secrets") else {
+        return out;
+    };
+    let key = t.child("secrets");
+    let Some(items) = v.as_array() else {
+        cx.err(
+            &key,
+            format!("expected an array of secret names, got {}", v.type_str()),
+        );
+        return out;
+    };
+    // Secret names become file names and variable names, so the store's rule applies here.
+    let valid = |n: &str| {
+        !n.is_empty()
+            && n.len() <= 128
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    };
+    for (i, item) in items.iter().enumerate() {
+        let ikey = format!("{key}[{i}]");
+        let entry = if let Some(name) = item.as_str() {
+            Some((name.to_string(), SecretTarget::Env(secret_env_var(name))))
+        } else if let Some(table) = item.as_table() {
+            let it = T {
+                key: ikey.clone(),
+                table,
+            };
+            cx.only(&it, &["name", "env", "file"]);
+            let name = it.string("name", cx);
+            if name.is_none() && !table.contains_key("name") {
+                cx.err(&it.child("name"), "expected the secret's name".to_string());
+            }
+            let env = it.string("env", cx);
+            let file = it.string("file", cx);
+            let target = match (env, file) {
+                (Some(_), Some(_)) => {
+                    cx.err(
+                        &it.child("file"),
+                        "expected either env or file, not both".to_string(),
+                    );
+                    None
+                }
+                (Some(e), None) => Some(SecretTarget::Env(e)),
+                (None, Some(f)) => Some(SecretTarget::File(f)),
+                (None, None) => name
+                    .as_deref()
+                    .map(|n| SecretTarget::Env(secret_env_var(n))),
+            };
+            name.zip(target)
+        } else {
+            cx.err(
+                &ikey,
+                format!(
+                    "expected a secret name or a table like {{ name = \"db\", env = \"DATABASE_URL\" }}, got {}",
+                    item.type_str()
+                ),
+            );
+            None
+        };
+        let Some((name, target)) = entry else {
+            continue;
+        };
+        if !valid(&name) {
+            cx.err(
+                &ikey,
+                format!("invalid secret name {name:?}: use 1 to 128 of A-Z a-z 0-9 _ . -"),
+            );
+            continue;
+        }
+        match &target {
+            SecretTarget::Env(e) if !env_var_name(e) => cx.err(
+                &ikey,
+                format!("invalid environment variable name {e:?}: use A-Z a-z 0-9 _"),
+            ),
+            SecretTarget::File(f)
+                if f.is_empty() || f == "." || f == ".." || f.contains(['/', '\\', '\0']) =>
+            {
+                cx.err(
+                    &ikey,
+                    format!("expected a plain file name (no '/'), got {f:?}"),
+                )
+            }
+            _ => {}
+        }
+        if out.iter().any(|o| o.target == target) {
+            cx.err(
+                &ikey,
+                format!("two secrets would be given as the same {target:?}"),
+            );
+        }
+        out.push(SecretRef { name, target });
+    }
+    out
 }
 
 fn parse_smoke(s: &T<'_>, cx: &mut Cx) -> Option<SmokeTest> {
@@ -1598,5 +1779,50 @@ listen = "127.0.0.1:9000"
             "[app.a]\nrun = \"x\"\nworkdir = \"../etc\"\n[env.e]\nlisten = \"127.0.0.1:0\"\n";
         let shown = Config::parse(text, "r.toml").unwrap_err().to_string();
         assert!(shown.contains("app.a.workdir"), "{shown}");
+    }
+    #[test]
+    fn app_secrets_and_master_key_source_are_checked() {
+        let good = GOOD.replace(
+            "[app.api]",
+            "[server]\nmaster_key_file = \"keys/master.key\"\n\n[app.api]\nsecrets = [\"database-password\", { name = \"db\", env = \"DATABASE_URL\" }, { name = \"tls\", file = \"tls.pem\" }]",
+        );
+        let c = Config::parse(&good, "rollgate.toml").unwrap();
+        assert_eq!(
+            c.server.master_key_file.as_deref(),
+            Some(std::path::Path::new("keys/master.key"))
+        );
+        let targets: Vec<_> = c.apps["api"]
+            .secrets
+            .iter()
+            .map(|s| (s.name.as_str(), s.target.clone()))
+            .collect();
+        assert_eq!(
+            targets,
+            [
+                (
+                    "database-password",
+                    SecretTarget::Env("DATABASE_PASSWORD".into())
+                ),
+                ("db", SecretTarget::Env("DATABASE_URL".into())),
+                ("tls", SecretTarget::File("tls.pem".into())),
+            ]
+        );
+        let bad = GOOD.replace(
+            "[app.api]",
+            "[server]\nmaster_key_file = \"k\"\nmaster_key_env = \"K\"\n\n[app.api]\nsecrets = [\"a b\", { name = \"x\", file = \"../x\" }, { name = \"y\", env = \"Y=1\" }, { env = \"Z\" }, 3]",
+        );
+        let errs = Config::parse(&bad, "rollgate.toml")
+            .unwrap_err()
+            .to_string();
+        for needle in [
+            "rollgate.toml: server.master_key_env: expected either master_key_file or master_key_env",
+            "app.api.secrets[0]: invalid secret name \"a b\"",
+            "app.api.secrets[1]: expected a plain file name",
+            "app.api.secrets[2]: invalid environment variable name",
+            "app.api.secrets[3].name: expected the secret's name",
+            "app.api.secrets[4]: expected a secret name or a table",
+        ] {
+            assert!(errs.contains(needle), "{needle}\n{errs}");
+        }
     }
 }

@@ -16,6 +16,16 @@ use serde::Serialize;
 
 use super::{Cx, T, ms};
 
+#[path = "edge_auth.rs"]
+pub mod auth;
+#[path = "edge_geo.rs"]
+pub mod geo;
+
+pub use auth::{
+    AuthConfig, AuthRequirement, AuthRoute, KeyFileEntry, KeyRef, KeyUse, parse_keys_file,
+};
+pub use geo::GeoConfig;
+
 /// Default per-client rate limit: 2000 requests per 5 minutes, as the AWS WAF rate-based rule
 /// rollgate replaces.
 pub const DEFAULT_RATE_REQUESTS: u32 = 2000;
@@ -144,6 +154,10 @@ pub struct EdgeConfig {
     pub waf: Option<WafSettings>,
     /// Header and body size limits and read timeouts (these always block).
     pub limits: RequestLimits,
+    /// Country allow or deny list; default none.
+    pub geo: Option<GeoConfig>,
+    /// `[env.NAME.edge.auth]`: API keys, signatures, per-key rate limit; default none.
+    pub auth: Option<AuthConfig>,
 }
 
 impl Default for EdgeConfig {
@@ -157,6 +171,8 @@ impl Default for EdgeConfig {
             rate_limit: Some(RateLimitConfig::default()),
             waf: Some(WafSettings::default()),
             limits: RequestLimits::default(),
+            geo: None,
+            auth: None,
         }
     }
 }
@@ -286,6 +302,8 @@ const KEYS: &[&str] = &[
     "rate_limit",
     "waf",
     "limits",
+    "geo",
+    "auth",
 ];
 const WAF_KEYS: &[&str] = &[
     "mode",
@@ -318,6 +336,8 @@ pub(super) fn parse(env: &T<'_>, cx: &mut Cx) -> Option<EdgeConfig> {
     let rate_limit = parse_rate_limit(&t, mode, cx);
     let waf = parse_waf(&t, mode, cx);
     let limits = parse_limits(&t, cx);
+    let geo = geo::parse(&t, mode, cx);
+    let auth = auth::parse(&t, mode, cx);
     Some(EdgeConfig {
         mode,
         trusted_proxies: cidrs(&t, "trusted_proxies", cx),
@@ -327,6 +347,8 @@ pub(super) fn parse(env: &T<'_>, cx: &mut Cx) -> Option<EdgeConfig> {
         rate_limit,
         waf,
         limits,
+        geo,
+        auth,
     })
 }
 
@@ -357,11 +379,22 @@ fn cidrs(t: &T<'_>, k: &str, cx: &mut Cx) -> Vec<Cidr> {
 }
 
 fn parse_rate_limit(t: &T<'_>, mode: EdgeMode, cx: &mut Cx) -> Option<RateLimitConfig> {
-    let key = t.child("rate_limit");
     let default = RateLimitConfig {
         mode,
         ..RateLimitConfig::default()
     };
+    parse_rate_limit_as(t, mode, default, cx)
+}
+
+/// `rate_limit` of table `t` with `default` when absent or `true` (the per-key limit of
+/// `auth` has other defaults than the per-IP one).
+fn parse_rate_limit_as(
+    t: &T<'_>,
+    mode: EdgeMode,
+    default: RateLimitConfig,
+    cx: &mut Cx,
+) -> Option<RateLimitConfig> {
+    let key = t.child("rate_limit");
     let Some(v) = t.table.get("rate_limit") else {
         return Some(default);
     };

@@ -9,6 +9,7 @@ pub mod config;
 pub mod model;
 pub mod rollout;
 pub mod rule;
+pub mod signing;
 pub mod stats;
 
 pub use config::{AppConfig, Config, ConfigError, ConfigErrors, EnvConfig};

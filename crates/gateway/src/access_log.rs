@@ -37,6 +37,9 @@ pub(crate) struct Entry<'a> {
     pub(crate) duration_ms: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<&'a str>,
+    /// The key id the auth phase verified; absent on open routes and failures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) key_id: Option<&'a str>,
     /// Edge decisions (block or count), in phase order; absent when there were none.
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     pub(crate) edge: &'a [EdgeDecision],

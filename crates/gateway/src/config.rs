@@ -8,6 +8,7 @@ use std::time::Duration;
 use rollgate_core::config::edge::EdgeConfig;
 
 use crate::edge::{EdgeError, EdgePolicy};
+use crate::keys::KeySource;
 
 /// Settings of one environment's gateway listener.
 ///
@@ -81,7 +82,17 @@ impl GatewayConfig {
     /// Applies an environment's `[env.NAME.edge]`: its request limits to the listener settings
     /// and a new [`EdgePolicy`] (with its own, empty rate-limit state). `None` leaves the
     /// settings as they are.
-    pub fn with_edge(mut self, edge: Option<&EdgeConfig>) -> Result<Self, EdgeError> {
+    pub fn with_edge(self, edge: Option<&EdgeConfig>) -> Result<Self, EdgeError> {
+        self.with_edge_keys(edge, None)
+    }
+
+    /// [`GatewayConfig::with_edge`] with another source of API keys and signing secrets (the
+    /// control plane's secret store), asked after the keys `rollgate.toml` references.
+    pub fn with_edge_keys(
+        mut self,
+        edge: Option<&EdgeConfig>,
+        keys: Option<Arc<dyn KeySource>>,
+    ) -> Result<Self, EdgeError> {
         let Some(edge) = edge else {
             return Ok(self);
         };
@@ -91,7 +102,7 @@ impl GatewayConfig {
         self.max_body_bytes = limits.max_body_bytes;
         self.header_read_timeout = limits.header_timeout;
         self.body_read_timeout = limits.body_timeout;
-        self.edge = Some(Arc::new(EdgePolicy::new(edge)?));
+        self.edge = Some(Arc::new(EdgePolicy::with_keys(edge, keys)?));
         Ok(self)
     }
 }

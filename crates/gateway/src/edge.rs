@@ -1,6 +1,6 @@
 //! The edge policy of one gateway, built once from `[env.NAME.edge]`: who the client is
-//! (trusted proxies), the IP allow and deny lists, the per-client rate limiter and the WAF,
-//! plus the stable ids of every edge rule ([`EdgeRule`]) used in the access log and metrics.
+//! (trusted proxies), the IP allow and deny lists, the country lists, the per-client rate
+//! limiter, the WAF and the authenticator (API keys, signatures, per-key rate), plus the stable ids of every edge rule ([`EdgeRule`]) used in the access log and metrics.
 //!
 //! The phases that apply it are sequenced in `phases::handle`; this file answers the questions
 //! they ask ("who is the client?", "is this address denied?", "is it over its rate?", "what
@@ -8,14 +8,20 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::hash::Hash;
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
+use std::sync::Arc;
 
 use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::HeaderMap;
 use rollgate_core::config::edge::{Cidr, EdgeConfig, EdgeMode, RateLimitConfig};
 use rollgate_waf::{Finding, RequestView, RuleId, Waf, WafError};
+
+use crate::auth::Authenticator;
+use crate::geo::{GeoFilter, GeoVerdict};
+use crate::keys::{KeyError, KeySource, StaticKeys};
 
 /// Edge decisions logged per request at most; an attacker can make the WAF report one
 /// finding per query parameter, and the access log line must stay bounded.
@@ -35,6 +41,17 @@ pub enum EdgeError {
         /// Configured period.
         per: std::time::Duration,
     },
+    /// The geo database could not be read.
+    #[error("edge.geo.database: {}: {message}", path.display())]
+    Geo {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// The reader's reason.
+        message: String,
+    },
+    /// The keys referenced by `edge.auth` could not be loaded.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
 }
 
 /// One edge rule, by its stable id: the `rule` of an access-log `edge` entry and the key of
@@ -57,15 +74,24 @@ pub enum EdgeRule {
     BodySize,
     /// `limits.body_timeout`: the body did not arrive within `body_timeout`.
     BodyTimeout,
+    /// `geo`: the client's country is not allowed (or unknown and `unknown = "deny"`).
+    Geo,
+    /// `auth.api_key`: the API key is missing or invalid.
+    AuthApiKey,
+    /// `auth.signature`: the signature is missing, invalid, expired or replayed.
+    AuthSignature,
+    /// `key_rate_limit`: the authenticated key is over its rate.
+    KeyRateLimit,
 }
 
 impl EdgeRule {
     /// Every rule, in the order of the phases.
-    pub const ALL: [EdgeRule; 13] = [
+    pub const ALL: [EdgeRule; 17] = [
         EdgeRule::HeaderBytes,
         EdgeRule::HeaderCount,
         EdgeRule::IpDeny,
         EdgeRule::IpAllow,
+        EdgeRule::Geo,
         EdgeRule::RateLimit,
         EdgeRule::BodySize,
         EdgeRule::BodyTimeout,
@@ -75,6 +101,9 @@ impl EdgeRule {
         EdgeRule::Waf(RuleId::Log4shell),
         EdgeRule::Waf(RuleId::Shellshock),
         EdgeRule::Waf(RuleId::Scanner),
+        EdgeRule::AuthApiKey,
+        EdgeRule::AuthSignature,
+        EdgeRule::KeyRateLimit,
     ];
 
     /// The stable id, e.g. `"ip_deny"`, `"rate_limit"`, `"waf.sqli"`, `"limits.body_timeout"`.
@@ -93,6 +122,10 @@ impl EdgeRule {
             EdgeRule::HeaderCount => "limits.headers",
             EdgeRule::BodySize => "limits.body_size",
             EdgeRule::BodyTimeout => "limits.body_timeout",
+            EdgeRule::Geo => "geo",
+            EdgeRule::AuthApiKey => "auth.api_key",
+            EdgeRule::AuthSignature => "auth.signature",
+            EdgeRule::KeyRateLimit => "key_rate_limit",
         }
     }
 
@@ -134,6 +167,8 @@ pub struct EdgePolicy {
     ip_mode: EdgeMode,
     rate: Option<(DefaultKeyedRateLimiter<IpAddr>, EdgeMode)>,
     waf: Option<(Waf, BTreeMap<RuleId, EdgeMode>)>,
+    geo: Option<GeoFilter>,
+    auth: Option<Authenticator>,
 }
 
 impl fmt::Debug for EdgePolicy {
@@ -145,6 +180,8 @@ impl fmt::Debug for EdgePolicy {
             .field("ip_mode", &self.ip_mode)
             .field("rate_limit", &self.rate.as_ref().map(|(_, mode)| mode))
             .field("waf", &self.waf.as_ref().map(|(_, modes)| modes))
+            .field("geo", &self.geo)
+            .field("auth", &self.auth)
             .finish()
     }
 }
@@ -153,7 +190,35 @@ impl EdgePolicy {
     /// Builds the policy: compiles the WAF and sizes the rate limiter (`requests` per `per`,
     /// also the burst, refilled evenly). The request limits of the configuration are not part
     /// of the policy; [`crate::GatewayConfig::with_edge`] applies them to the listener.
+    ///
+    /// With `[env.NAME.edge.auth]`, the keys it references are loaded here (environment
+    /// variables, key file) and the geo database is read; see [`EdgePolicy::with_keys`] to
+    /// add another key source.
     pub fn new(config: &EdgeConfig) -> Result<EdgePolicy, EdgeError> {
+        Self::with_keys(config, None)
+    }
+
+    /// [`EdgePolicy::new`] with `extra` (e.g. the control plane's secret store) asked for keys
+    /// that `rollgate.toml` does not reference.
+    pub fn with_keys(
+        config: &EdgeConfig,
+        extra: Option<Arc<dyn KeySource>>,
+    ) -> Result<EdgePolicy, EdgeError> {
+        let geo = config.geo.as_ref().map(GeoFilter::open).transpose()?;
+        let auth = match &config.auth {
+            Some(auth) => {
+                let configured = StaticKeys::load(auth)?;
+                if configured.is_empty() && extra.is_none() {
+                    tracing::warn!(
+                        "edge.auth has no keys: every route that needs a key will answer 401"
+                    );
+                }
+                let mut sources: Vec<Arc<dyn KeySource>> = vec![Arc::new(configured)];
+                sources.extend(extra);
+                Some(Authenticator::new(auth, sources)?)
+            }
+            None => None,
+        };
         let rate = config
             .rate_limit
             .as_ref()
@@ -171,6 +236,8 @@ impl EdgePolicy {
             ip_mode: config.ip_mode,
             rate,
             waf,
+            geo,
+            auth,
         })
     }
 
@@ -233,10 +300,18 @@ impl EdgePolicy {
     /// (at least 1, for `Retry-After`).
     pub(crate) fn check_rate(&self, client: IpAddr) -> Option<(EdgeMode, u64)> {
         let (limiter, mode) = self.rate.as_ref()?;
-        let not_until = limiter.check_key(&rate_key(client)).err()?;
-        let wait = not_until.wait_time_from(limiter.clock().now());
-        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        Some((*mode, secs.max(1)))
+        check_keyed(limiter, &rate_key(client)).map(|secs| (*mode, secs))
+    }
+
+    /// What the country lists say about `client`, with their mode; `None` = fine or no lists.
+    pub(crate) fn check_geo(&self, client: IpAddr) -> Option<(GeoVerdict, EdgeMode)> {
+        let geo = self.geo.as_ref()?;
+        geo.check(client).map(|v| (v, geo.mode))
+    }
+
+    /// The authenticator, when `[env.NAME.edge.auth]` is set.
+    pub(crate) fn auth(&self) -> Option<&Authenticator> {
+        self.auth.as_ref()
     }
 
     /// Forgets clients whose rate state is back to full, so that the limiter's memory follows
@@ -246,11 +321,15 @@ impl EdgePolicy {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
+        if let Some(auth) = &self.auth {
+            auth.retain_recent(crate::phases::unix_now());
+        }
     }
 
-    /// True when a rate limiter runs (and so needs [`EdgePolicy::retain_recent`] now and then).
+    /// True when a rate limiter or the replay cache runs (and so needs
+    /// [`EdgePolicy::retain_recent`] now and then).
     pub(crate) fn has_rate_limit(&self) -> bool {
-        self.rate.is_some()
+        self.rate.is_some() || self.auth.is_some()
     }
 
     /// Runs the WAF, if any, on one request: each finding with the mode of its rule.
@@ -268,7 +347,19 @@ impl EdgePolicy {
     }
 }
 
-fn quota(r: &RateLimitConfig) -> Result<Quota, EdgeError> {
+/// Takes one request from `key`'s budget: `None` when allowed, else the whole seconds until
+/// the next request would be allowed (at least 1, for `Retry-After`).
+pub(crate) fn check_keyed<K: Hash + Eq + Clone>(
+    limiter: &DefaultKeyedRateLimiter<K>,
+    key: &K,
+) -> Option<u64> {
+    let not_until = limiter.check_key(key).err()?;
+    let wait = not_until.wait_time_from(limiter.clock().now());
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    Some(secs.max(1))
+}
+
+pub(crate) fn quota(r: &RateLimitConfig) -> Result<Quota, EdgeError> {
     let invalid = || EdgeError::Rate {
         requests: r.requests,
         per: r.per,

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use http::StatusCode;
 
+use crate::auth::AuthFailure;
+
 /// Failure to start or run a gateway listener.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -96,6 +98,18 @@ pub enum ProxyError {
     /// The request body did not arrive within `body_read_timeout`.
     #[error("request body not received within {0:?}")]
     BodyTimeout(std::time::Duration),
+    /// The client's country is refused by the geo lists.
+    #[error("client country refused by the geo lists")]
+    GeoDenied,
+    /// The route needs an API key or a signature and the request has no valid one.
+    #[error("request not authenticated: {0}")]
+    Unauthorized(AuthFailure),
+    /// The authenticated key is over its rate limit.
+    #[error("key over its rate limit; retry after {retry_after_secs} s")]
+    KeyRateLimited {
+        /// Whole seconds until a request would be allowed, sent as `Retry-After`.
+        retry_after_secs: u64,
+    },
 }
 
 impl ProxyError {
@@ -120,6 +134,17 @@ impl ProxyError {
                 Client,
             ),
             Self::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "body_timeout", Client),
+            Self::GeoDenied => (StatusCode::FORBIDDEN, "geo_denied", Client),
+            // A full replay cache is the gateway's limit, not the client's fault.
+            Self::Unauthorized(AuthFailure::ReplayCacheFull) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                AuthFailure::ReplayCacheFull.code(),
+                Client,
+            ),
+            Self::Unauthorized(failure) => (StatusCode::UNAUTHORIZED, failure.code(), Client),
+            Self::KeyRateLimited { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "key_rate_limited", Client)
+            }
         }
     }
 
@@ -146,7 +171,22 @@ impl ProxyError {
     /// Seconds for the `Retry-After` header, for answers that have one (429).
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
-            Self::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            Self::RateLimited { retry_after_secs } | Self::KeyRateLimited { retry_after_secs } => {
+                Some(*retry_after_secs)
+            }
+            Self::Unauthorized(AuthFailure::ReplayCacheFull) => Some(1),
+            _ => None,
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge of a 401: which credential the route takes.
+    pub fn www_authenticate(&self) -> Option<&'static str> {
+        match self {
+            Self::Unauthorized(AuthFailure::ApiKeyMissing | AuthFailure::ApiKeyInvalid) => {
+                Some("ApiKey realm=\"rollgate\"")
+            }
+            Self::Unauthorized(AuthFailure::ReplayCacheFull) => None,
+            Self::Unauthorized(_) => Some("Signature realm=\"rollgate\""),
             _ => None,
         }
     }
@@ -180,6 +220,27 @@ impl ProxyError {
                 "the request headers exceed the gateway's limits".to_owned()
             }
             Self::BodyTimeout(_) => "the request body did not arrive in time".to_owned(),
+            Self::GeoDenied => "requests from this country are not allowed".to_owned(),
+            // One text per code: the code alone says what failed, nothing more is revealed.
+            Self::Unauthorized(failure) => match failure {
+                AuthFailure::ApiKeyMissing => "this route needs an API key (X-API-Key)",
+                AuthFailure::ApiKeyInvalid => "the API key is not valid",
+                AuthFailure::SignatureMissing => {
+                    "this route needs a signed request (X-Signature, X-Timestamp)"
+                }
+                AuthFailure::SignatureInvalid => "the request signature is not valid",
+                AuthFailure::SignatureExpired => {
+                    "the request timestamp is outside the allowed window"
+                }
+                AuthFailure::SignatureReplayed => "this signed request was already used",
+                AuthFailure::ReplayCacheFull => {
+                    "signed requests cannot be checked right now; retry shortly"
+                }
+            }
+            .to_owned(),
+            Self::KeyRateLimited { retry_after_secs } => {
+                format!("too many requests for this API key; retry in {retry_after_secs} s")
+            }
         }
     }
 
@@ -243,6 +304,49 @@ mod tests {
                 ProxyError::BodyTimeout(std::time::Duration::from_secs(1)),
                 408,
                 "body_timeout",
+            ),
+            (ProxyError::GeoDenied, 403, "geo_denied"),
+            (
+                ProxyError::Unauthorized(AuthFailure::ApiKeyMissing),
+                401,
+                "api_key_missing",
+            ),
+            (
+                ProxyError::Unauthorized(AuthFailure::ApiKeyInvalid),
+                401,
+                "api_key_invalid",
+            ),
+            (
+                ProxyError::Unauthorized(AuthFailure::SignatureMissing),
+                401,
+                "signature_missing",
+            ),
+            (
+                ProxyError::Unauthorized(AuthFailure::SignatureInvalid),
+                401,
+                "signature_invalid",
+            ),
+            (
+                ProxyError::Unauthorized(AuthFailure::SignatureExpired),
+                401,
+                "signature_expired",
+            ),
+            (
+                ProxyError::Unauthorized(AuthFailure::SignatureReplayed),
+                401,
+                "signature_replayed",
+            ),
+            (
+                ProxyError::Unauthorized(AuthFailure::ReplayCacheFull),
+                503,
+                "auth_unavailable",
+            ),
+            (
+                ProxyError::KeyRateLimited {
+                    retry_after_secs: 2,
+                },
+                429,
+                "key_rate_limited",
             ),
         ];
         for (err, status, code) in cases {

@@ -1,13 +1,14 @@
-//! The request phases, in order, in one place: request id → limits → ip → rate limit → body →
-//! waf → route → proxy → record (the chart is in the crate docs). Each phase may answer early
+//! The request phases, in order, in one place: request id → limits → ip → geo → rate limit →
+//! body → waf → auth → per-key rate limit → route → proxy → record (the chart is in the crate
+//! docs). Each phase may answer early
 //! with a [`ProxyError`]; [`handle`] is the only function that sequences them. The edge phases
-//! (ip, rate limit, waf) run only when the gateway has an [`EdgePolicy`]; each decision they
+//! (ip, geo, rate limit, waf, auth, per-key rate limit) run only when the gateway has an [`EdgePolicy`]; each decision they
 //! take is counted and logged the same way in block and count mode, and only block mode
 //! answers early.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -18,6 +19,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use rollgate_core::config::edge::EdgeMode;
+use rollgate_core::signing::KEY_ID_HEADER;
 use rollgate_waf::RequestView;
 
 use crate::access_log::AccessLog;
@@ -85,6 +87,13 @@ pub(crate) async fn handle(
         None => peer.ip(),
     };
 
+    // 3a. geo: the client's country against the allow or deny list (403)
+    if let Some(edge) = edge
+        && let Err(err) = phase_geo(edge, client, &mut recorder)
+    {
+        return answer(err, recorder);
+    }
+
     // 4. rate limit per client (429)
     if let Some(edge) = edge
         && let Err(err) = phase_rate_limit(edge, client, &mut recorder)
@@ -101,6 +110,23 @@ pub(crate) async fn handle(
     // 6. waf (403)
     if let Some(edge) = edge
         && let Err(err) = phase_waf(edge, &parts, &body, &mut recorder)
+    {
+        return answer(err, recorder);
+    }
+
+    // 6a. auth: API key or HMAC signature per route, replay window (401)
+    let key_id = match edge {
+        Some(edge) => match phase_auth(edge, &mut parts, &body, &mut recorder) {
+            Ok(key_id) => key_id,
+            Err(err) => return answer(err, recorder),
+        },
+        None => None,
+    };
+
+    // 6b. rate limit per authenticated key (429)
+    if let Some(edge) = edge
+        && let Some(key_id) = &key_id
+        && let Err(err) = phase_key_rate(edge, key_id, &mut recorder)
     {
         return answer(err, recorder);
     }
@@ -210,6 +236,102 @@ fn phase_ip(
         EdgeMode::Block => Err(ProxyError::IpDenied),
         EdgeMode::Count => Ok(client),
     }
+}
+
+/// Applies the country lists to the client the ip phase resolved.
+fn phase_geo(edge: &EdgePolicy, client: IpAddr, recorder: &mut Recorder) -> Result<(), ProxyError> {
+    let Some((verdict, mode)) = edge.check_geo(client) else {
+        return Ok(());
+    };
+    let country = verdict.country.unwrap_or_else(|| "unknown".to_owned());
+    recorder.decide(
+        EdgeRule::Geo,
+        mode,
+        true,
+        Some("client_ip".to_owned()),
+        Some(country),
+    );
+    match mode {
+        EdgeMode::Block => Err(ProxyError::GeoDenied),
+        EdgeMode::Count => Ok(()),
+    }
+}
+
+/// Authenticates the request as its route demands. A client's own `X-Rollgate-Key-Id` is
+/// always removed, so that the app can trust the header: it is set only to the key id the
+/// gateway verified. Failures log the code, never the key or the signature; in count mode the
+/// request goes on unauthenticated.
+fn phase_auth(
+    edge: &EdgePolicy,
+    parts: &mut Parts,
+    body: &Bytes,
+    recorder: &mut Recorder,
+) -> Result<Option<String>, ProxyError> {
+    let Some(auth) = edge.auth() else {
+        return Ok(None);
+    };
+    parts.headers.remove(KEY_ID_HEADER);
+    let verdict = auth.authenticate(
+        parts.method.as_str(),
+        parts.uri.path(),
+        parts.uri.query(),
+        &parts.headers,
+        body,
+        unix_now(),
+    );
+    match verdict {
+        Ok(Some(key_id)) => {
+            if let Ok(value) = HeaderValue::from_str(&key_id) {
+                parts.headers.insert(KEY_ID_HEADER, value);
+            }
+            recorder.key_id = Some(key_id.clone());
+            Ok(Some(key_id))
+        }
+        Ok(None) => Ok(None),
+        Err(failure) => {
+            let mode = auth.mode();
+            recorder.decide(
+                failure.rule(),
+                mode,
+                true,
+                Some(failure.field().to_owned()),
+                Some(failure.code().to_owned()),
+            );
+            match mode {
+                EdgeMode::Block => Err(ProxyError::Unauthorized(failure)),
+                EdgeMode::Count => Ok(None),
+            }
+        }
+    }
+}
+
+/// Takes one request from the authenticated key's rate.
+fn phase_key_rate(
+    edge: &EdgePolicy,
+    key_id: &str,
+    recorder: &mut Recorder,
+) -> Result<(), ProxyError> {
+    let Some((mode, retry_after_secs)) = edge.auth().and_then(|a| a.check_key_rate(key_id)) else {
+        return Ok(());
+    };
+    recorder.decide(
+        EdgeRule::KeyRateLimit,
+        mode,
+        true,
+        Some("key_id".to_owned()),
+        Some(key_id.to_owned()),
+    );
+    match mode {
+        EdgeMode::Block => Err(ProxyError::KeyRateLimited { retry_after_secs }),
+        EdgeMode::Count => Ok(()),
+    }
+}
+
+/// The gateway's clock in unix seconds, for signature windows.
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Takes one request from the client's rate.
@@ -469,6 +591,12 @@ fn answer(err: ProxyError, mut recorder: Recorder) -> Response<ResponseBody> {
     );
     if let Some(secs) = err.retry_after_secs() {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if let Some(challenge) = err.www_authenticate() {
+        headers.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
     }
     if err.closes_connection() {
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -43,6 +43,8 @@ pub(crate) struct Recorder {
     /// Code of an answer the gateway produced itself.
     pub(crate) error: Option<&'static str>,
     pub(crate) upstream_failure: bool,
+    /// The key id the auth phase verified; logged, never the key or signature.
+    pub(crate) key_id: Option<String>,
     /// Keeps the chosen instance counted in flight until the response is over.
     pub(crate) in_flight: Option<InFlightGuard>,
     /// Edge decisions (block or count) taken on this request, for the access log.
@@ -86,6 +88,7 @@ impl Recorder {
             status: CLIENT_CLOSED,
             error: None,
             upstream_failure: false,
+            key_id: None,
             in_flight: None,
             edge: Vec::new(),
             done: false,
@@ -147,6 +150,7 @@ impl Recorder {
                 status: self.status,
                 duration_ms: latency.as_secs_f64() * 1000.0,
                 error: self.error,
+                key_id: self.key_id.as_deref(),
                 edge: &self.edge,
             });
         }

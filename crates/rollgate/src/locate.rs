@@ -36,6 +36,18 @@ pub fn data_dir(g: &Global, config: Option<&Config>) -> PathBuf {
     }
 }
 
+/// `path` relative to the configuration file's folder (absolute paths unchanged).
+pub fn config_relative(g: &Global, path: PathBuf) -> PathBuf {
+    if path.is_absolute() {
+        return path;
+    }
+    g.config
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+        .join(path)
+}
+
 /// A client for the running server: `--server` and `ROLLGATE_TOKEN` when given, else what the
 /// server wrote into its data directory.
 pub fn api(g: &Global) -> anyhow::Result<Api> {

@@ -66,6 +66,10 @@ pub enum Command {
     Logs(cmd::logs::Args),
     /// Show the audit trail.
     Audit(cmd::Scope),
+    /// Encrypted secrets: set, get, list, history, rotate, delete, policy, rotate-master-key.
+    Secret(cmd::secret::Args),
+    /// Sign a request for a route that needs an HMAC signature (prints the headers).
+    Sign(cmd::sign::Args),
     /// Check a configuration file and list every error.
     Validate,
     /// Watch a whole release story on the embedded default.
@@ -119,6 +123,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::History(a) => cmd::history::run(&g, a).await,
         Command::Logs(a) => cmd::logs::run(&g, a).await,
         Command::Audit(a) => cmd::audit::run(&g, a).await,
+        Command::Secret(a) => cmd::secret::run(&g, a).await,
+        Command::Sign(a) => cmd::sign::run(a),
         Command::Validate => cmd::validate::run(&g),
         Command::Demo(a) => cmd::demo::run(a).await,
         Command::DemoService { .. } => Ok(ExitCode::SUCCESS),

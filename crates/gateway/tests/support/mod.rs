@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod mmdb;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -98,6 +100,7 @@ async fn answer(name: String, req: Request<Incoming>) -> Result<Response<Full<By
     let seen_proto = header("x-forwarded-proto").unwrap_or_default();
     let seen_host = header("host").unwrap_or_default();
     let seen_connection_named = header("x-hop").is_some();
+    let seen_key_id = header("x-rollgate-key-id").unwrap_or_default();
     let body_len = req
         .into_body()
         .collect()
@@ -115,16 +118,27 @@ async fn answer(name: String, req: Request<Incoming>) -> Result<Response<Full<By
         .header("x-seen-forwarded-proto", seen_proto)
         .header("x-seen-host", seen_host)
         .header("x-seen-hop", seen_connection_named.to_string())
+        .header("x-seen-key-id", seen_key_id)
         .header("x-seen-body-len", body_len.to_string())
         .body(Full::new(Bytes::from(name)))
         .expect("test response");
     Ok(response)
 }
 
-/// An address on which nothing listens: connections to it are refused.
+/// An address on which nothing listens: connections to it are refused. The port stays bound
+/// (without listening) for the rest of the test run, so no other test's listener can take it
+/// and turn "refused" into an answer.
 pub async fn refused_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind probe");
-    listener.local_addr().expect("probe addr")
+    static HELD: std::sync::Mutex<Vec<tokio::net::TcpSocket>> = std::sync::Mutex::new(Vec::new());
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("bind probe");
+    let addr = socket.local_addr().expect("probe addr");
+    HELD.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(socket);
+    addr
 }
 
 /// A running gateway and the means to stop it.

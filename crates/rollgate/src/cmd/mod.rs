@@ -8,7 +8,9 @@ pub mod logs;
 pub mod operate;
 pub mod retry;
 pub mod rollback;
+pub mod secret;
 pub mod serve;
+pub mod sign;
 pub mod status;
 pub mod validate;
 

@@ -54,8 +54,14 @@ pub async fn shutdown_signal() {
 
 pub async fn run(g: &Global, args: Args) -> anyhow::Result<ExitCode> {
     init_logging(args.log_format);
-    let config = locate::load_config(&g.config)?;
+    let mut config = locate::load_config(&g.config)?;
     let data_dir = locate::data_dir(g, Some(&config));
+    // `server.master_key_file` is relative to the configuration's folder, like `data_dir`.
+    config.server.master_key_file = config
+        .server
+        .master_key_file
+        .take()
+        .map(|f| locate::config_relative(g, f));
     let config_path = g.config.display().to_string();
     rollgate_control::serve(config, data_dir.clone(), shutdown_signal(), |info| {
         tracing::info!(control = %info.control, gateways = ?info.gateways, data_dir = %data_dir.display(), config = %config_path, "rollgate is serving");

@@ -1,0 +1,591 @@
+//! The auth phase's questions, answered without I/O: what a path needs (per-route policy),
+//! whether a request's API key or signature is valid, fresh and not replayed, and whether a
+//! key is over its rate. Built once from `[env.NAME.edge.auth]`; the phases that apply it are
+//! in `phases::handle`.
+//!
+//! Failures are told apart only by their stable code (`api_key_missing`, `api_key_invalid`,
+//! `signature_missing`, `signature_invalid`, `signature_expired`, `signature_replayed`): an
+//! unknown key id, a wrong secret and a malformed header are all "invalid". Comparisons of
+//! secrets are constant-time.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use governor::{DefaultKeyedRateLimiter, RateLimiter};
+use http::HeaderMap;
+use rollgate_core::config::edge::{AuthConfig, AuthRequirement, AuthRoute, EdgeMode};
+use rollgate_core::signing::{
+    self, API_KEY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, api_key_id, api_key_sha256,
+    canonical_request, parse_signature_header, parse_timestamp,
+};
+use subtle::ConstantTimeEq;
+
+use crate::edge::{EdgeError, EdgeRule, check_keyed, quota};
+use crate::keys::KeySource;
+
+/// Why a request was not authenticated; each has a stable code, the `code` of the 401 body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// The route needs an API key and the request has neither a key nor a signature.
+    ApiKeyMissing,
+    /// The API key is malformed, unknown, or wrong.
+    ApiKeyInvalid,
+    /// The route needs a signature and the request has none.
+    SignatureMissing,
+    /// The signature header or timestamp is malformed, the key unknown, or the signature
+    /// does not match the request.
+    SignatureInvalid,
+    /// The signature matches but its timestamp is outside the window.
+    SignatureExpired,
+    /// The signature was already accepted once.
+    SignatureReplayed,
+    /// The replay cache is full of unexpired signatures: a new one cannot be remembered, so it
+    /// is refused rather than let through unprotected.
+    ReplayCacheFull,
+}
+
+impl AuthFailure {
+    /// The stable code.
+    pub fn code(self) -> &'static str {
+        match self {
+            AuthFailure::ApiKeyMissing => "api_key_missing",
+            AuthFailure::ApiKeyInvalid => "api_key_invalid",
+            AuthFailure::SignatureMissing => "signature_missing",
+            AuthFailure::SignatureInvalid => "signature_invalid",
+            AuthFailure::SignatureExpired => "signature_expired",
+            AuthFailure::SignatureReplayed => "signature_replayed",
+            AuthFailure::ReplayCacheFull => "auth_unavailable",
+        }
+    }
+
+    /// The edge rule that reports it.
+    pub(crate) fn rule(self) -> EdgeRule {
+        match self {
+            AuthFailure::ApiKeyMissing | AuthFailure::ApiKeyInvalid => EdgeRule::AuthApiKey,
+            _ => EdgeRule::AuthSignature,
+        }
+    }
+
+    /// The header that was judged, for the access log's `field`.
+    pub(crate) fn field(self) -> &'static str {
+        match self {
+            AuthFailure::ApiKeyMissing | AuthFailure::ApiKeyInvalid => "header:x-api-key",
+            _ => "header:x-signature",
+        }
+    }
+}
+
+impl fmt::Display for AuthFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// The auth policy of one gateway: routes, key sources, window, replay cache, per-key limiter.
+pub struct Authenticator {
+    mode: EdgeMode,
+    routes: AuthConfig,
+    sources: Vec<Arc<dyn KeySource>>,
+    window_secs: u64,
+    replay: ReplayCache,
+    key_rate: Option<(DefaultKeyedRateLimiter<String>, EdgeMode)>,
+}
+
+impl fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("mode", &self.mode)
+            .field("routes", &self.routes.routes)
+            .field("sources", &self.sources.len())
+            .field("window_secs", &self.window_secs)
+            .field("key_rate", &self.key_rate.as_ref().map(|(_, m)| m))
+            .finish()
+    }
+}
+
+impl Authenticator {
+    /// Builds the policy; keys are looked up in `sources` in order, the first that knows an
+    /// id answers.
+    pub fn new(
+        config: &AuthConfig,
+        sources: Vec<Arc<dyn KeySource>>,
+    ) -> Result<Authenticator, EdgeError> {
+        let key_rate = config
+            .rate_limit
+            .as_ref()
+            .map(|r| Ok::<_, EdgeError>((RateLimiter::keyed(quota(r)?), r.mode)))
+            .transpose()?;
+        Ok(Authenticator {
+            mode: config.mode,
+            routes: AuthConfig {
+                routes: config.routes.clone(),
+                ..AuthConfig::default()
+            },
+            sources,
+            window_secs: config.window.as_secs(),
+            replay: ReplayCache::new(config.replay_cache),
+            key_rate,
+        })
+    }
+
+    /// Mode of the API key and signature checks.
+    pub(crate) fn mode(&self) -> EdgeMode {
+        self.mode
+    }
+
+    /// What a request for `path` (raw, as sent) needs: the strictest of what the longest
+    /// matching prefix says for the path as sent, for it decoded with dot segments and
+    /// repeated slashes resolved, and for that in lower case. An app that decodes or folds
+    /// case itself would otherwise serve `/health/../admin` or `/API/` under a weaker policy.
+    pub fn requirement(&self, path: &str) -> AuthRequirement {
+        let normalized = normalized_path(path);
+        let lower = normalized.to_lowercase();
+        [path, normalized.as_str(), lower.as_str()]
+            .into_iter()
+            .map(|p| self.routes.requirement(p))
+            .max()
+            .unwrap_or(AuthRequirement::ApiKey)
+    }
+
+    /// The configured routes.
+    pub fn routes(&self) -> &[AuthRoute] {
+        &self.routes.routes
+    }
+
+    /// Authenticates one request: `Ok(None)` on an open route, `Ok(Some(key_id))` when the
+    /// API key or signature is valid (on `api_key` routes a valid signature also does), the
+    /// failure otherwise. `now` is the gateway's unix time in seconds. A valid signature is
+    /// remembered, and refused if it comes again within the window.
+    pub fn authenticate(
+        &self,
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: u64,
+    ) -> Result<Option<String>, AuthFailure> {
+        let has_signature = headers.contains_key(SIGNATURE_HEADER);
+        match self.requirement(path) {
+            AuthRequirement::None => Ok(None),
+            AuthRequirement::ApiKey if headers.contains_key(API_KEY_HEADER) => {
+                self.check_api_key(headers).map(Some)
+            }
+            AuthRequirement::ApiKey if !has_signature => Err(AuthFailure::ApiKeyMissing),
+            AuthRequirement::Signature if !has_signature => Err(AuthFailure::SignatureMissing),
+            AuthRequirement::ApiKey | AuthRequirement::Signature => self
+                .check_signature(method, path, query, headers, body, now)
+                .map(Some),
+        }
+    }
+
+    fn material(&self, key_id: &str) -> Option<crate::keys::KeyMaterial> {
+        self.sources.iter().find_map(|s| s.key(key_id))
+    }
+
+    fn check_api_key(&self, headers: &HeaderMap) -> Result<String, AuthFailure> {
+        let presented = single(headers, API_KEY_HEADER).ok_or(AuthFailure::ApiKeyInvalid)?;
+        let id = api_key_id(presented).ok_or(AuthFailure::ApiKeyInvalid)?;
+        let hash = api_key_sha256(presented);
+        let material = self.material(id);
+        // Compare against something even for an unknown id, so that the time taken does not
+        // tell which ids exist.
+        let stored = material
+            .as_ref()
+            .and_then(|m| m.api_key_sha256().copied())
+            .unwrap_or([0xa5; 32]);
+        let equal: bool = hash.ct_eq(&stored).into();
+        if equal && material.is_some_and(|m| m.api_key_sha256().is_some()) {
+            Ok(id.to_owned())
+        } else {
+            Err(AuthFailure::ApiKeyInvalid)
+        }
+    }
+
+    fn check_signature(
+        &self,
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: u64,
+    ) -> Result<String, AuthFailure> {
+        let invalid = AuthFailure::SignatureInvalid;
+        let header = single(headers, SIGNATURE_HEADER).ok_or(invalid)?;
+        let (key_id, signature) = parse_signature_header(header).ok_or(invalid)?;
+        let ts_text = single(headers, TIMESTAMP_HEADER).ok_or(invalid)?;
+        let ts = parse_timestamp(ts_text).ok_or(invalid)?;
+        let material = self.material(key_id);
+        let secret = material.as_ref().and_then(|m| m.hmac_secret());
+        let canonical = canonical_request(method, path, query, ts_text, body);
+        // As for API keys: an unknown key costs the same HMAC as a known one.
+        let valid = signing::verify(
+            secret.unwrap_or(b"rollgate-unknown-key"),
+            &canonical,
+            &signature,
+        );
+        if !valid || secret.is_none() {
+            return Err(invalid);
+        }
+        // Only an authentic request learns that it is stale; both directions, since a
+        // timestamp far ahead would otherwise outlive its replay-cache entry.
+        if now.abs_diff(ts) > self.window_secs {
+            return Err(AuthFailure::SignatureExpired);
+        }
+        self.replay
+            .remember(signature, ts.saturating_add(self.window_secs), now)?;
+        Ok(key_id.to_owned())
+    }
+
+    /// Takes one request from `key_id`'s rate: `None` when allowed (or no limit), else the
+    /// mode and the whole seconds until the next request would be allowed (at least 1).
+    pub(crate) fn check_key_rate(&self, key_id: &str) -> Option<(EdgeMode, u64)> {
+        let (limiter, mode) = self.key_rate.as_ref()?;
+        check_keyed(limiter, &key_id.to_owned()).map(|secs| (*mode, secs))
+    }
+
+    /// Forgets keys whose rate is full again and signatures whose window has passed.
+    pub(crate) fn retain_recent(&self, now: u64) {
+        if let Some((limiter, _)) = &self.key_rate {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+        self.replay.purge(now);
+    }
+}
+
+/// The value of a header that is present exactly once, as text.
+fn single<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    first.to_str().ok()
+}
+
+/// `path` percent-decoded, with `.` and `..` segments resolved and repeated slashes
+/// collapsed, as many apps see it; a trailing slash is kept.
+fn normalized_path(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = |j: usize| bytes.get(j).and_then(|c| char::from(*c).to_digit(16));
+        match (b, hex(i + 1), hex(i + 2)) {
+            (b'%', Some(h), Some(l)) => {
+                decoded.push(u8::try_from(h * 16 + l).unwrap_or(b'%'));
+                i += 3;
+            }
+            _ => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    let decoded = String::from_utf8_lossy(&decoded).replace('\\', "/");
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in decoded.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = format!("/{}", segments.join("/"));
+    if decoded.ends_with('/') && out.len() > 1 {
+        out.push('/');
+    }
+    out
+}
+
+/// Signatures accepted within their window, each kept until its timestamp leaves the window.
+/// Bounded: when full of unexpired entries, new signatures are refused (fail closed).
+struct ReplayCache {
+    capacity: usize,
+    inner: Mutex<ReplayState>,
+}
+
+#[derive(Default)]
+struct ReplayState {
+    seen: HashSet<[u8; 32]>,
+    by_expiry: BTreeSet<(u64, [u8; 32])>,
+}
+
+impl ReplayCache {
+    fn new(capacity: usize) -> Self {
+        ReplayCache {
+            capacity,
+            inner: Mutex::new(ReplayState::default()),
+        }
+    }
+
+    /// Remembers `signature` until `expires` (unix seconds); refuses one already seen.
+    fn remember(&self, signature: [u8; 32], expires: u64, now: u64) -> Result<(), AuthFailure> {
+        let mut state = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.seen.contains(&signature) {
+            return Err(AuthFailure::SignatureReplayed);
+        }
+        if state.seen.len() >= self.capacity {
+            state.purge(now);
+            if state.seen.len() >= self.capacity {
+                tracing::warn!(
+                    capacity = self.capacity,
+                    "replay cache full of unexpired signatures; refusing signed requests"
+                );
+                return Err(AuthFailure::ReplayCacheFull);
+            }
+        }
+        state.seen.insert(signature);
+        state.by_expiry.insert((expires, signature));
+        Ok(())
+    }
+
+    fn purge(&self, now: u64) {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .purge(now);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .seen
+            .len()
+    }
+}
+
+impl ReplayState {
+    /// Drops entries whose window has passed: they would be refused as expired anyway.
+    fn purge(&mut self, now: u64) {
+        while let Some(&(expires, signature)) = self.by_expiry.first() {
+            if expires >= now {
+                break;
+            }
+            self.by_expiry.pop_first();
+            self.seen.remove(&signature);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+    use rollgate_core::config::edge::{KeyUse, RateLimitConfig};
+    use rollgate_core::signing::signature_header;
+
+    use super::*;
+    use crate::keys::{KeyMaterial, StaticKeys};
+
+    const SECRET: &str = "0123456789abcdef-ci";
+    const NOW: u64 = 1_700_000_000;
+
+    fn auth(edit: impl FnOnce(&mut AuthConfig)) -> Authenticator {
+        let mut config = AuthConfig {
+            routes: vec![
+                AuthRoute {
+                    prefix: "/health".into(),
+                    auth: AuthRequirement::None,
+                },
+                AuthRoute {
+                    prefix: "/api/".into(),
+                    auth: AuthRequirement::Signature,
+                },
+                AuthRoute {
+                    prefix: "/".into(),
+                    auth: AuthRequirement::ApiKey,
+                },
+            ],
+            ..AuthConfig::default()
+        };
+        edit(&mut config);
+        let mut keys = StaticKeys::new();
+        keys.insert("ci", KeyMaterial::from_secret("ci", SECRET, KeyUse::Both));
+        keys.insert(
+            "signer",
+            KeyMaterial::from_secret("signer", SECRET, KeyUse::Signature),
+        );
+        Authenticator::new(&config, vec![Arc::new(keys)]).expect("authenticator")
+    }
+
+    fn signed(
+        key: &str,
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+        ts: u64,
+        body: &[u8],
+    ) -> HeaderMap {
+        let canonical = canonical_request(method, path, query, &ts.to_string(), body);
+        let sig = signing::sign(SECRET.as_bytes(), &canonical);
+        let mut h = HeaderMap::new();
+        h.insert(TIMESTAMP_HEADER, HeaderValue::from(ts));
+        h.insert(
+            SIGNATURE_HEADER,
+            HeaderValue::from_str(&signature_header(key, &sig)).expect("header"),
+        );
+        h
+    }
+
+    fn with_key(key: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(API_KEY_HEADER, HeaderValue::from_str(key).expect("header"));
+        h
+    }
+
+    #[test]
+    fn the_longest_prefix_decides_and_normalizing_only_tightens() {
+        let a = auth(|_| {});
+        assert_eq!(a.requirement("/health"), AuthRequirement::None);
+        assert_eq!(a.requirement("/api/users"), AuthRequirement::Signature);
+        assert_eq!(a.requirement("/other"), AuthRequirement::ApiKey);
+        assert_eq!(
+            a.requirement("/health/../api/x"),
+            AuthRequirement::Signature
+        );
+        assert_eq!(
+            a.requirement("/health/%2e%2e/api/x"),
+            AuthRequirement::Signature
+        );
+        assert_eq!(a.requirement("//api//x"), AuthRequirement::Signature);
+        assert_eq!(a.requirement("/API/x"), AuthRequirement::Signature);
+        assert_eq!(normalized_path("/a/./b/../c/"), "/a/c/");
+    }
+
+    #[test]
+    fn api_keys_are_checked_against_their_hash() {
+        let a = auth(|_| {});
+        let ok = a.authenticate(
+            "GET",
+            "/x",
+            None,
+            &with_key(&format!("rg_ci_{SECRET}")),
+            b"",
+            NOW,
+        );
+        assert_eq!(ok, Ok(Some("ci".to_owned())));
+        for bad in [
+            "rg_ci_wrong",
+            "rg_nobody_x",
+            "nonsense",
+            &format!("rg_signer_{SECRET}"),
+        ] {
+            assert_eq!(
+                a.authenticate("GET", "/x", None, &with_key(bad), b"", NOW),
+                Err(AuthFailure::ApiKeyInvalid),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            a.authenticate("GET", "/x", None, &HeaderMap::new(), b"", NOW),
+            Err(AuthFailure::ApiKeyMissing)
+        );
+        assert_eq!(
+            a.authenticate("GET", "/health", None, &HeaderMap::new(), b"", NOW),
+            Ok(None)
+        );
+        // An API key is not a signature.
+        assert_eq!(
+            a.authenticate(
+                "GET",
+                "/api/x",
+                None,
+                &with_key(&format!("rg_ci_{SECRET}")),
+                b"",
+                NOW
+            ),
+            Err(AuthFailure::SignatureMissing)
+        );
+    }
+
+    #[test]
+    fn signatures_are_checked_fresh_and_once() {
+        let a = auth(|_| {});
+        let h = signed("signer", "POST", "/api/x", Some("b=2&a=1"), NOW - 10, b"{}");
+        let check =
+            |headers: &HeaderMap, path: &str, query: Option<&str>, body: &[u8], now: u64| {
+                a.authenticate("POST", path, query, headers, body, now)
+            };
+        assert_eq!(
+            check(&h, "/api/x", Some("a=1&b=2"), b"{}", NOW),
+            Ok(Some("signer".into()))
+        );
+        assert_eq!(
+            check(&h, "/api/x", Some("a=1&b=2"), b"{}", NOW),
+            Err(AuthFailure::SignatureReplayed)
+        );
+        let h = signed("signer", "POST", "/api/x", None, NOW, b"{}");
+        assert_eq!(
+            check(&h, "/api/y", None, b"{}", NOW),
+            Err(AuthFailure::SignatureInvalid)
+        );
+        assert_eq!(
+            check(&h, "/api/x", None, b"{ }", NOW),
+            Err(AuthFailure::SignatureInvalid)
+        );
+        assert_eq!(
+            check(&h, "/api/x", Some("a=1"), b"{}", NOW),
+            Err(AuthFailure::SignatureInvalid)
+        );
+        assert_eq!(
+            check(&h, "/api/x", None, b"{}", NOW + 301),
+            Err(AuthFailure::SignatureExpired)
+        );
+        assert_eq!(
+            check(&h, "/api/x", None, b"{}", NOW - 301),
+            Err(AuthFailure::SignatureExpired)
+        );
+        let unknown = signed("nobody", "POST", "/api/x", None, NOW, b"{}");
+        assert_eq!(
+            check(&unknown, "/api/x", None, b"{}", NOW),
+            Err(AuthFailure::SignatureInvalid)
+        );
+        // A signature also satisfies an api_key route.
+        let h = signed("ci", "GET", "/other", None, NOW, b"");
+        assert_eq!(
+            a.authenticate("GET", "/other", None, &h, b"", NOW),
+            Ok(Some("ci".into()))
+        );
+    }
+
+    #[test]
+    fn the_replay_cache_forgets_expired_entries_and_fails_closed_when_full() {
+        let cache = ReplayCache::new(2);
+        assert_eq!(cache.remember([1; 32], 100, 50), Ok(()));
+        assert_eq!(cache.remember([2; 32], 200, 50), Ok(()));
+        assert_eq!(
+            cache.remember([3; 32], 300, 50),
+            Err(AuthFailure::ReplayCacheFull)
+        );
+        // At 150 the first entry's window is over: room again.
+        assert_eq!(cache.remember([3; 32], 300, 150), Ok(()));
+        assert_eq!(cache.len(), 2);
+        cache.purge(1000);
+        assert_eq!(cache.len(), 0);
+    }
+
+    #[test]
+    fn the_key_rate_is_per_key() {
+        let a = auth(|c| {
+            c.rate_limit = Some(RateLimitConfig {
+                requests: 2,
+                per: std::time::Duration::from_secs(60),
+                mode: EdgeMode::Block,
+            });
+        });
+        assert_eq!(a.check_key_rate("ci"), None);
+        assert_eq!(a.check_key_rate("ci"), None);
+        let (mode, retry) = a.check_key_rate("ci").expect("limited");
+        assert_eq!(mode, EdgeMode::Block);
+        assert!((1..=30).contains(&retry), "{retry}");
+        assert_eq!(a.check_key_rate("signer"), None);
+        a.retain_recent(NOW);
+    }
+}
