@@ -7,6 +7,7 @@
 mod alarms;
 mod canary;
 mod crash;
+mod edge;
 mod polyglot;
 mod releases;
 mod secrets;

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod artifacts;
 pub mod controller;
+pub mod edge_keys;
 pub mod error;
 pub mod notify;
 pub mod secrets;
@@ -140,6 +141,8 @@ pub async fn serve(
 
     let mut gateways = BTreeMap::new();
     let mut bound = Vec::new();
+    // Gateways that authenticate also take keys from the secret store (`edge-key.<id>`).
+    let mut key_sources: Vec<Arc<edge_keys::SecretKeys>> = Vec::new();
     for env in config.envs.values() {
         let gateway_error = |message: String| ServerError::Gateway {
             env: env.name.clone(),
@@ -159,8 +162,16 @@ pub async fn serve(
                 .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok()),
             ..GatewayConfig::default()
         }
-        // [env.NAME.edge]: request limits, IP lists, rate limit and WAF (docs/edge.md).
-        .with_edge(env.edge.as_ref())
+        // [env.NAME.edge]: request limits, IP lists, rate limit, WAF, auth (docs/edge.md).
+        .with_edge_keys(env.edge.as_ref(), {
+            let source = env
+                .edge
+                .as_ref()
+                .filter(|e| e.auth.is_some())
+                .map(|_| Arc::new(edge_keys::SecretKeys::new(&env.name)));
+            key_sources.extend(source.clone());
+            source.map(|s| s as Arc<dyn rollgate_gateway::KeySource>)
+        })
         .map_err(|e| gateway_error(e.to_string()))?;
         let gw = Gateway::bind(gw_config)
             .await
@@ -201,6 +212,14 @@ pub async fn serve(
         key_source,
         &data_dir,
     )?);
+    // Keys first, so the first request a gateway serves already knows them.
+    if let Some(service) = controller.secrets() {
+        for source in &key_sources {
+            if let Err(e) = source.refresh(service) {
+                tracing::error!(error = %e, "cannot load gateway keys from the secret store");
+            }
+        }
+    }
     controller.recover().await?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -222,6 +241,29 @@ pub async fn serve(
     let refresher = tokio::spawn(Arc::clone(&controller).route_refresher());
     let alarms = tokio::spawn(Arc::clone(&controller).alarm_loop());
     let rotations = tokio::spawn(secrets::rotation_loop(Arc::clone(&controller)));
+    // A rotated or new key reaches the gateways within a few seconds.
+    let key_refresh = {
+        let controller = Arc::clone(&controller);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                tick.tick().await;
+                let Some(service) = controller.secrets() else {
+                    continue;
+                };
+                for source in &key_sources {
+                    match source.refresh(service) {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(
+                            changed = n,
+                            "gateway keys updated from the secret store"
+                        ),
+                        Err(e) => tracing::warn!(error = %e, "cannot refresh gateway keys"),
+                    }
+                }
+            }
+        })
+    };
     let app = api::router(Arc::clone(&controller), token);
     let mut rx = stop_rx.clone();
     tasks.spawn(async move {
@@ -252,6 +294,7 @@ pub async fn serve(
     refresher.abort();
     alarms.abort();
     rotations.abort();
+    key_refresh.abort();
     let drained = tokio::time::timeout(Duration::from_secs(15), async {
         while tasks.join_next().await.is_some() {}
     })

@@ -523,6 +523,14 @@ impl SecretService {
         }
     }
 
+    /// Metadata of the secrets in `filter` (no values), as the store keeps it.
+    pub fn infos(
+        &self,
+        filter: &SecretFilter,
+    ) -> Result<Vec<rollgate_store::SecretInfo>, SecretsError> {
+        Ok(self.secrets.list_secrets(filter)?)
+    }
+
     /// Masked metadata of the secrets in `filter`.
     pub fn list(&self, filter: &SecretFilter) -> Result<Vec<Value>, SecretsError> {
         Ok(self
