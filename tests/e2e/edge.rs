@@ -151,3 +151,115 @@ async fn keys_from_the_secret_store_authenticate_at_the_gateway_and_the_waf_bloc
         "the secret leaked into the server log"
     );
 }
+
+/// Runs the CLI with `token` as `ROLLGATE_TOKEN`; returns (exit code, stdout + stderr).
+async fn cli_as(s: &Server, token: &str, args: &[&str], stdin: Option<&str>) -> (i32, String) {
+    let mut child = tokio::process::Command::new(BIN)
+        .arg("--config")
+        .arg(&s.config)
+        .args(args)
+        .env("ROLLGATE_TOKEN", token)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .await
+            .unwrap();
+    }
+    let out = child.wait_with_output().await.unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limited_token_does_only_what_it_may() {
+    let ci = "ci-token-0123456789abcdef";
+    let config = demo_config("1s", "", "").replace(
+        "[server]\n",
+        "[server]\ntokens = [{ name = \"ci\", token_env = \"E2E_CI_TOKEN\", may = [\"read\", \"deploy\"] }]\n",
+    );
+    let s = Server::start_with_env(&config, &[("E2E_CI_TOKEN", ci)]).await;
+    let admin = std::fs::read_to_string(s.data_dir().join("token"))
+        .unwrap()
+        .trim()
+        .to_string();
+
+    let artifact = s.artifact("v1").display().to_string();
+    let (code, out) = cli_as(
+        &s,
+        ci,
+        &["deploy", "api", "--env", "staging", "--artifact", &artifact],
+        None,
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = cli_as(&s, ci, &["status"], None).await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = cli_as(&s, ci, &["rollback", "api", "--env", "staging"], None).await;
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("token \"ci\" may not operate (forbidden)"),
+        "{out}"
+    );
+
+    let (code, out) = cli_as(
+        &s,
+        &admin,
+        &["secret", "set", "db_password", "--env", "staging"],
+        Some("hunter2-but-longer"),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = cli_as(&s, ci, &["secret", "list", "--env", "staging"], None).await;
+    assert_eq!(code, 0, "metadata is readable: {out}");
+    let (code, out) = cli_as(
+        &s,
+        ci,
+        &["secret", "get", "db_password", "--env", "staging"],
+        None,
+    )
+    .await;
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("may not secrets.read") && !out.contains("hunter2"),
+        "{out}"
+    );
+    let (code, out) = cli_as(
+        &s,
+        ci,
+        &["secret", "set", "db_password", "--env", "staging"],
+        Some("attacker-value-123456"),
+    )
+    .await;
+    assert_eq!(code, 1);
+    assert!(out.contains("may not secrets.write"), "{out}");
+    let (code, out) = cli_as(
+        &s,
+        &admin,
+        &["secret", "get", "db_password", "--env", "staging"],
+        None,
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("hunter2-but-longer"), "{out}");
+    let (code, out) = cli_as(&s, "not-a-token-at-all-0000", &["status"], None).await;
+    assert_eq!(code, 1);
+    assert!(out.contains("unauthorized"), "{out}");
+}

@@ -50,9 +50,34 @@ pub struct Server {
     child: Option<Child>,
     pub control: String,
     pub gateways: BTreeMap<String, String>,
+    /// Extra environment variables of the `serve` process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Server {
+    /// [`Server::start`] with extra environment variables for `serve`.
+    pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Server {
+        let dir = tempfile::Builder::new()
+            .prefix("rollgate-e2e-")
+            .tempdir()
+            .unwrap();
+        let path = dir.path().join("rollgate.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut s = Server {
+            dir,
+            config: path,
+            child: None,
+            control: String::new(),
+            gateways: BTreeMap::new(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        s.spawn().await;
+        s
+    }
+
     /// Writes `config` to `rollgate.toml` in a new temporary directory and starts `serve`.
     pub async fn start(config: &str) -> Server {
         let dir = tempfile::Builder::new()
@@ -67,6 +92,7 @@ impl Server {
             child: None,
             control: String::new(),
             gateways: BTreeMap::new(),
+            env: Vec::new(),
         };
         s.spawn().await;
         s
@@ -88,6 +114,7 @@ impl Server {
         let child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(&self.config)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -28,13 +28,54 @@ use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
+use rollgate_core::config::Permission;
+
 use crate::controller::{Command, Controller, DeployRequest, rfc3339};
 use crate::error::ApiError;
 
 #[derive(Clone)]
 struct AppState {
     controller: Arc<Controller>,
-    token: Arc<String>,
+    tokens: Arc<ApiTokens>,
+}
+
+/// The tokens the API accepts: the data directory's token may do everything; the tokens of
+/// `server.tokens` only what they list.
+pub struct ApiTokens {
+    pub admin: String,
+    /// (name, token, permissions).
+    pub limited: Vec<(String, String, Vec<Permission>)>,
+}
+
+impl ApiTokens {
+    /// Who presents `token`: `Some(None)` for the admin token, `Some(Some(i))` for a limited
+    /// one, `None` for no valid token. Every candidate is compared in constant time, and all
+    /// of them always, so the time taken says nothing about which one came close.
+    fn identify(&self, token: &str) -> Option<Option<usize>> {
+        let mut found = None;
+        if bool::from(token.as_bytes().ct_eq(self.admin.as_bytes())) {
+            found = Some(None);
+        }
+        for (i, (_, t, _)) in self.limited.iter().enumerate() {
+            if bool::from(token.as_bytes().ct_eq(t.as_bytes())) && found.is_none() {
+                found = Some(Some(i));
+            }
+        }
+        found
+    }
+}
+
+/// The permission a request needs.
+fn required(method: &axum::http::Method, path: &str) -> Permission {
+    use axum::http::Method;
+    let secrets = path.starts_with("/v1/secrets") || path.starts_with("/v1/master-key");
+    match (method, path) {
+        (&Method::GET, p) if secrets && p.ends_with("/value") => Permission::SecretsRead,
+        (&Method::GET, _) => Permission::Read,
+        _ if secrets => Permission::SecretsWrite,
+        (_, "/v1/deploy" | "/v1/retry") => Permission::Deploy,
+        _ => Permission::Operate,
+    }
 }
 
 /// Lets route modules outside this file (e.g. `crate::secrets`) take the controller as
@@ -46,10 +87,10 @@ impl axum::extract::FromRef<AppState> for Arc<Controller> {
 }
 
 /// The router of the control API.
-pub fn router(controller: Arc<Controller>, token: String) -> Router {
+pub fn router(controller: Arc<Controller>, tokens: ApiTokens) -> Router {
     let state = AppState {
         controller,
-        token: Arc::new(token),
+        tokens: Arc::new(tokens),
     };
     let protected = Router::new()
         .route("/v1/status", get(status))
@@ -85,10 +126,19 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     // Constant-time: the comparison must not tell how much of a guess was right.
-    if bool::from(presented.as_bytes().ct_eq(state.token.as_bytes())) {
-        next.run(req).await
-    } else {
-        ApiError::Unauthorized.into_response()
+    match state.tokens.identify(presented) {
+        None => ApiError::Unauthorized.into_response(),
+        Some(None) => next.run(req).await,
+        Some(Some(i)) => {
+            let need = required(req.method(), req.uri().path());
+            let (name, _, may) = &state.tokens.limited[i];
+            if may.contains(&need) {
+                next.run(req).await
+            } else {
+                ApiError::Forbidden(format!("token {name:?} may not {}", need.as_str()))
+                    .into_response()
+            }
+        }
     }
 }
 

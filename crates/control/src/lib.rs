@@ -54,6 +54,8 @@ pub enum ServerError {
     },
     #[error("environment {env}: {message}")]
     Gateway { env: String, message: String },
+    #[error("{0}")]
+    Token(String),
     #[error("process driver: {0}")]
     Runtime(String),
     /// The master key is missing or wrong, or the secret service cannot start.
@@ -121,6 +123,21 @@ pub async fn serve(
         std::fs::create_dir_all(&p).map_err(io_err(&p))?;
     }
     let token = ensure_token(&data_dir)?;
+    let mut limited = Vec::new();
+    for (i, t) in config.server.tokens.iter().enumerate() {
+        let value = std::env::var(&t.token_env).unwrap_or_default();
+        if value.trim().len() < 16 {
+            return Err(ServerError::Token(format!(
+                "server.tokens[{i}].token_env: the variable {} must hold the token of {:?} (at least 16 characters)",
+                t.token_env, t.name
+            )));
+        }
+        limited.push((t.name.clone(), value.trim().to_string(), t.may.clone()));
+    }
+    let api_tokens = api::ApiTokens {
+        admin: token,
+        limited,
+    };
     let sqlite = Arc::new(SqliteStore::open(&data_dir.join("state.db"))?);
     let store: Arc<dyn Store> = Arc::clone(&sqlite) as Arc<dyn Store>;
     // Before anything runs: a wrong master key must stop the start with nothing changed.
@@ -264,7 +281,7 @@ pub async fn serve(
             }
         })
     };
-    let app = api::router(Arc::clone(&controller), token);
+    let app = api::router(Arc::clone(&controller), api_tokens);
     let mut rx = stop_rx.clone();
     tasks.spawn(async move {
         let r = axum::serve(control, app)

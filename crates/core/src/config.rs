@@ -77,6 +77,54 @@ pub struct ServerConfig {
     pub master_key_file: Option<PathBuf>,
     /// Secrets' master key from this environment variable (hex or base64 of 32 bytes).
     pub master_key_env: Option<String>,
+    /// Further API tokens with limited permissions (the data directory's `token` may do
+    /// everything).
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// `server.tokens[i]`: an API token that may do only what it lists.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TokenConfig {
+    /// Shown in errors and logs.
+    pub name: String,
+    /// The environment variable holding the token (at least 16 characters); tokens are
+    /// never written in `rollgate.toml`.
+    pub token_env: String,
+    pub may: Vec<Permission>,
+}
+
+/// What a token may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum Permission {
+    /// `read`: status, history, rollouts, logs, audit, secret metadata.
+    Read,
+    /// `deploy`: deploy and retry.
+    Deploy,
+    /// `operate`: rollback, promote, pause, resume, abort.
+    Operate,
+    /// `secrets.write`: set, delete, rotate secrets and their policies, rotate the master key.
+    SecretsWrite,
+    /// `secrets.read`: read secret values (`rollgate secret get`).
+    SecretsRead,
+}
+
+impl Permission {
+    /// Every permission with its name in `rollgate.toml`.
+    pub const ALL: [(Permission, &'static str); 5] = [
+        (Permission::Read, "read"),
+        (Permission::Deploy, "deploy"),
+        (Permission::Operate, "operate"),
+        (Permission::SecretsWrite, "secrets.write"),
+        (Permission::SecretsRead, "secrets.read"),
+    ];
+
+    /// The name used in `rollgate.toml` and in errors.
+    pub fn as_str(self) -> &'static str {
+        Permission::ALL
+            .iter()
+            .find(|(p, _)| *p == self)
+            .map_or("?", |(_, n)| n)
+    }
 }
 
 /// `[app.NAME]`: a web service that rollgate releases.
@@ -385,7 +433,13 @@ impl Config {
             Some(t) => {
                 cx.only(
                     &t,
-                    &["control", "data_dir", "master_key_file", "master_key_env"],
+                    &[
+                        "control",
+                        "data_dir",
+                        "master_key_file",
+                        "master_key_env",
+                        "tokens",
+                    ],
                 );
                 let server = ServerConfig {
                     control: t
@@ -394,6 +448,7 @@ impl Config {
                     data_dir: t.string("data_dir", &mut cx).map(PathBuf::from),
                     master_key_file: t.string("master_key_file", &mut cx).map(PathBuf::from),
                     master_key_env: t.string("master_key_env", &mut cx),
+                    tokens: parse_tokens(&t, &mut cx),
                 };
                 check_master_key(&server, &t, &mut cx);
                 server
@@ -403,6 +458,7 @@ impl Config {
                 data_dir: None,
                 master_key_file: None,
                 master_key_env: None,
+                tokens: Vec::new(),
             },
         };
 
@@ -1199,6 +1255,71 @@ fn parse_strategy(t: &T<'_>, cx: &mut Cx) -> Strategy {
         );
     }
     Strategy::BlueGreen
+}
+
+fn parse_tokens(t: &T<'_>, cx: &mut Cx) -> Vec<TokenConfig> {
+    let mut out: Vec<TokenConfig> = Vec::new();
+    let Some(v) = t.table.get("tokens") else {
+        return out;
+    };
+    let key = t.child("tokens");
+    let Some(items) = v.as_array() else {
+        cx.err(&key, "expected an array like [{ name = \"ci\", token_env = \"ROLLGATE_TOKEN_CI\", may = [\"read\", \"deploy\"] }]".to_string());
+        return out;
+    };
+    for (i, item) in items.iter().enumerate() {
+        let ikey = format!("{key}[{i}]");
+        let Some(table) = item.as_table() else {
+            cx.err(&ikey, "expected { name, token_env, may }".to_string());
+            continue;
+        };
+        let tt = T { key: ikey, table };
+        if table.contains_key("token") {
+            // Never echo it: it is the value that must not be in this file.
+            cx.err(&tt.child("token"), "tokens are never written in rollgate.toml; name the environment variable holding it in `token_env`".to_string());
+        }
+        cx.only(&tt, &["name", "token_env", "may", "token"]);
+        let name = tt.string("name", cx);
+        match &name {
+            Some(n) => {
+                if let Err(msg) = valid_name(n) {
+                    cx.err(&tt.child("name"), msg);
+                } else if out.iter().any(|o| &o.name == n) {
+                    cx.err(&tt.child("name"), format!("token {n:?} is listed twice"));
+                }
+            }
+            None => cx.err(
+                &tt.child("name"),
+                "expected a name for the token, e.g. \"ci\"".to_string(),
+            ),
+        }
+        let token_env = tt.string("token_env", cx);
+        if token_env
+            .as_ref()
+            .is_none_or(|e| e.is_empty() || e.contains('='))
+        {
+            cx.err(
+                &tt.child("token_env"),
+                "expected the environment variable holding the token, e.g. \"ROLLGATE_TOKEN_CI\""
+                    .to_string(),
+            );
+        }
+        let mut may = Vec::new();
+        for p in tt.string_list("may", cx).unwrap_or_default() {
+            match Permission::ALL.iter().find(|(_, n)| *n == p) {
+                Some((perm, _)) => may.push(*perm),
+                None => cx.err(&tt.child("may"), format!("unknown permission {p:?}; expected read, deploy, operate, secrets.write or secrets.read")),
+            }
+        }
+        if let (Some(name), Some(token_env)) = (name, token_env) {
+            out.push(TokenConfig {
+                name,
+                token_env,
+                may,
+            });
+        }
+    }
+    out
 }
 
 fn http_url(s: &str) -> bool {
