@@ -97,10 +97,22 @@ pub fn router(controller: Arc<Controller>, tokens: ApiTokens) -> Router {
         .route("/v1/deploy", post(deploy))
         .route("/v1/rollouts/{id}", get(rollout))
         .route("/v1/rollback", post(rollback))
-        .route("/v1/promote", post(promote))
-        .route("/v1/pause", post(pause))
-        .route("/v1/resume", post(resume))
-        .route("/v1/abort", post(abort))
+        .route(
+            "/v1/promote",
+            post(|s, h, b| operator(s, h, b, Command::Promote)),
+        )
+        .route(
+            "/v1/pause",
+            post(|s, h, b| operator(s, h, b, Command::Pause)),
+        )
+        .route(
+            "/v1/resume",
+            post(|s, h, b| operator(s, h, b, Command::Resume)),
+        )
+        .route(
+            "/v1/abort",
+            post(|s, h, b| operator(s, h, b, Command::Cancel)),
+        )
         .route("/v1/retry", post(retry))
         .route("/v1/history", get(history))
         .route("/v1/logs", get(logs))
@@ -260,10 +272,13 @@ async fn audit(
     Ok(Json(json!({ "audit": entries })))
 }
 
+type AppBody = Result<Json<RollbackRequest>, axum::extract::rejection::JsonRejection>;
+
+/// An operator command (promote, pause, resume, abort) to the rollout of `{app, env}`.
 async fn operator(
-    s: AppState,
+    State(s): State<AppState>,
     headers: HeaderMap,
-    body: Result<Json<RollbackRequest>, axum::extract::rejection::JsonRejection>,
+    body: AppBody,
     command: Command,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
@@ -272,38 +287,6 @@ async fn operator(
             .command(&req.app, &req.env, command, &actor(&headers))
             .await?,
     ))
-}
-
-async fn promote(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Json<RollbackRequest>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    operator(s, headers, body, Command::Promote).await
-}
-
-async fn pause(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Json<RollbackRequest>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    operator(s, headers, body, Command::Pause).await
-}
-
-async fn resume(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Json<RollbackRequest>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    operator(s, headers, body, Command::Resume).await
-}
-
-async fn abort(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Json<RollbackRequest>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    operator(s, headers, body, Command::Cancel).await
 }
 
 async fn retry(

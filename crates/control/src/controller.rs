@@ -822,40 +822,46 @@ impl Controller {
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?
             .map_err(|e| ApiError::Artifact(e.to_string()))?;
-        let (version, rollout) = self.store.create_deploy(
-            &NewDeploy {
-                retry: None,
-                app: req.app.clone(),
-                env: req.env.clone(),
-                digest: artifact.digest.clone(),
-                label: req.label.clone(),
-                vars: req.vars.clone(),
-                actor: actor.to_string(),
-                strategy: env_c.strategy.name().to_string(),
-                steps: env_c.strategy.steps(),
-                monitor: env_c.monitor,
-                lease: LEASE,
-            },
-            now(),
-        )?;
-        tracing::info!(app = %req.app, env = %req.env, version = version.number, rollout = rollout.id, digest = %artifact.digest, %actor, "deploy started");
-        let accepted = DeployAccepted {
-            rollout_id: rollout.id,
-            app: req.app,
-            env: req.env,
-            version: version.number,
-            digest: artifact.digest,
-        };
+        let deploy = new_deploy(
+            env_c,
+            &req.app,
+            &req.env,
+            None,
+            &artifact.digest,
+            req.label.clone(),
+            req.vars.clone(),
+            actor,
+        );
+        let accepted = self.launch(&deploy, |v| format!("deploy of v{v} by {actor}"))?;
+        tracing::info!(app = %req.app, env = %req.env, version = accepted.version, rollout = accepted.rollout_id, digest = %artifact.digest, %actor, "deploy started");
+        Ok(accepted)
+    }
+
+    /// Creates a rollout (and its version, unless a retry), announces it and starts driving
+    /// it. `started` words the notification for the version number.
+    fn launch(
+        self: &Arc<Self>,
+        deploy: &NewDeploy,
+        started: impl FnOnce(u64) -> String,
+    ) -> Result<DeployAccepted, ApiError> {
+        let (version, rollout) = self.store.create_deploy(deploy, now())?;
         let mut n = Notification::new(
             "rollout.started",
-            &accepted.app,
-            &accepted.env,
-            format!("deploy of v{} by {actor}", accepted.version),
+            &deploy.app,
+            &deploy.env,
+            started(version.number),
         );
         n.rollout_id = Some(rollout.id);
-        n.version = Some(accepted.version);
+        n.version = Some(version.number);
         n.phase = Some(rollout.phase.as_str().to_string());
         self.notify(n);
+        let accepted = DeployAccepted {
+            rollout_id: rollout.id,
+            app: deploy.app.clone(),
+            env: deploy.env.clone(),
+            version: version.number,
+            digest: version.digest,
+        };
         let actions = vec![Action::StartVersion {
             version: rollout.version,
         }];
@@ -1445,34 +1451,17 @@ impl Controller {
                 version.digest, version.number
             )));
         }
-        let (version, rollout) = self.store.create_deploy(
-            &NewDeploy {
-                retry: Some(last.version),
-                app: app.to_string(),
-                env: env.to_string(),
-                digest: version.digest.clone(),
-                label: version.label.clone(),
-                vars: version.vars.clone(),
-                actor: actor.to_string(),
-                strategy: env_c.strategy.name().to_string(),
-                steps: env_c.strategy.steps(),
-                monitor: env_c.monitor,
-                lease: LEASE,
-            },
-            now(),
-        )?;
-        let accepted = DeployAccepted {
-            rollout_id: rollout.id,
-            app: app.to_string(),
-            env: env.to_string(),
-            version: version.number,
-            digest: version.digest,
-        };
-        let actions = vec![Action::StartVersion {
-            version: rollout.version,
-        }];
-        self.spawn_drive(rollout, actions);
-        Ok(accepted)
+        let deploy = new_deploy(
+            env_c,
+            app,
+            env,
+            Some(last.version),
+            &version.digest,
+            version.label.clone(),
+            version.vars.clone(),
+            actor,
+        );
+        self.launch(&deploy, |v| format!("retry of v{v} by {actor}"))
     }
 
     /// Starts a rollout of a new version that copies the live one (artifact, label, vars), so
@@ -1494,23 +1483,20 @@ impl Controller {
             .live
             .ok_or_else(|| ApiError::Conflict(format!("{app}/{env} has nothing live")))?;
         let record = self.store.version(app, env, live)?;
-        let (version, rollout) = self.store.create_deploy(
-            &NewDeploy {
-                retry: None,
-                app: app.to_string(),
-                env: env.to_string(),
-                digest: record.digest.clone(),
-                label: record.label.clone(),
-                vars: record.vars.clone(),
-                actor: actor.to_string(),
-                strategy: env_c.strategy.name().to_string(),
-                steps: env_c.strategy.steps(),
-                monitor: env_c.monitor,
-                lease: LEASE,
-            },
-            now(),
-        )?;
-        tracing::info!(%app, %env, from = live, version = version.number, rollout = rollout.id, %reason, "redeploy of the live version started");
+        let deploy = new_deploy(
+            env_c,
+            app,
+            env,
+            None,
+            &record.digest,
+            record.label.clone(),
+            record.vars.clone(),
+            actor,
+        );
+        let accepted = self.launch(&deploy, |v| {
+            format!("redeploy of v{live} as v{v} by {actor}: {reason}")
+        })?;
+        tracing::info!(%app, %env, from = live, version = accepted.version, rollout = accepted.rollout_id, %reason, "redeploy of the live version started");
         self.store.record_audit(&AuditEntry {
             at: now(),
             actor: actor.to_string(),
@@ -1519,32 +1505,9 @@ impl Controller {
             env: Some(env.to_string()),
             detail: format!(
                 "v{} copies live v{live} (rollout #{}): {reason}",
-                version.number, rollout.id
+                accepted.version, accepted.rollout_id
             ),
         })?;
-        let mut n = Notification::new(
-            "rollout.started",
-            app,
-            env,
-            format!(
-                "redeploy of v{live} as v{} by {actor}: {reason}",
-                version.number
-            ),
-        );
-        n.rollout_id = Some(rollout.id);
-        n.version = Some(version.number);
-        self.notify(n);
-        let accepted = DeployAccepted {
-            rollout_id: rollout.id,
-            app: app.to_string(),
-            env: env.to_string(),
-            version: version.number,
-            digest: version.digest,
-        };
-        let actions = vec![Action::StartVersion {
-            version: rollout.version,
-        }];
-        self.spawn_drive(rollout, actions);
         Ok(accepted)
     }
 
@@ -1812,6 +1775,33 @@ async fn next_command(r: &Rollout, commands: &mut Commands) -> Event {
             }
             None => std::future::pending::<()>().await,
         }
+    }
+}
+
+/// A deploy request for the store, with the environment's strategy, monitor window and lease.
+#[allow(clippy::too_many_arguments)]
+fn new_deploy(
+    env_c: &EnvConfig,
+    app: &str,
+    env: &str,
+    retry: Option<u64>,
+    digest: &str,
+    label: Option<String>,
+    vars: BTreeMap<String, String>,
+    actor: &str,
+) -> NewDeploy {
+    NewDeploy {
+        retry,
+        app: app.to_string(),
+        env: env.to_string(),
+        digest: digest.to_string(),
+        label,
+        vars,
+        actor: actor.to_string(),
+        strategy: env_c.strategy.name().to_string(),
+        steps: env_c.strategy.steps(),
+        monitor: env_c.monitor,
+        lease: LEASE,
     }
 }
 
