@@ -80,22 +80,7 @@ impl Server {
 
     /// Writes `config` to `rollgate.toml` in a new temporary directory and starts `serve`.
     pub async fn start(config: &str) -> Server {
-        let dir = tempfile::Builder::new()
-            .prefix("rollgate-e2e-")
-            .tempdir()
-            .unwrap();
-        let path = dir.path().join("rollgate.toml");
-        std::fs::write(&path, config).unwrap();
-        let mut s = Server {
-            dir,
-            config: path,
-            child: None,
-            control: String::new(),
-            gateways: BTreeMap::new(),
-            env: Vec::new(),
-        };
-        s.spawn().await;
-        s
+        Server::start_with_env(config, &[]).await
     }
 
     pub fn data_dir(&self) -> PathBuf {
