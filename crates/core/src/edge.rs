@@ -243,6 +243,8 @@ impl WafSettings {
             log4shell: on(RuleId::Log4shell),
             shellshock: on(RuleId::Shellshock),
             scanners: on(RuleId::Scanner),
+            rce: on(RuleId::Rce),
+            java: on(RuleId::Java),
             max_inspected_bytes: self.max_inspected_bytes,
             paranoia: if self.strict {
                 Paranoia::Strict
@@ -313,6 +315,8 @@ const WAF_KEYS: &[&str] = &[
     "log4shell",
     "shellshock",
     "scanners",
+    "rce",
+    "java",
     "paranoia",
     "max_inspected",
     "exclusions",
@@ -484,6 +488,8 @@ fn parse_waf(t: &T<'_>, mode: EdgeMode, cx: &mut Cx) -> Option<WafSettings> {
         ("log4shell", RuleId::Log4shell),
         ("shellshock", RuleId::Shellshock),
         ("scanners", RuleId::Scanner),
+        ("rce", RuleId::Rce),
+        ("java", RuleId::Java),
     ] {
         let on = match wt.table.get(key) {
             None => Some(mode),
@@ -719,7 +725,7 @@ mod tests {
         let d = EdgeConfig::default();
         let rate = d.rate_limit.expect("rate limit on");
         assert_eq!((rate.requests, rate.per), (2000, Duration::from_secs(300)));
-        assert_eq!(d.waf.expect("waf on").rules.len(), 6);
+        assert_eq!(d.waf.expect("waf on").rules.len(), 8);
     }
 
     #[test]

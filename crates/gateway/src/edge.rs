@@ -86,7 +86,7 @@ pub enum EdgeRule {
 
 impl EdgeRule {
     /// Every rule, in the order of the phases.
-    pub const ALL: [EdgeRule; 17] = [
+    pub const ALL: [EdgeRule; 19] = [
         EdgeRule::HeaderBytes,
         EdgeRule::HeaderCount,
         EdgeRule::IpDeny,
@@ -101,6 +101,8 @@ impl EdgeRule {
         EdgeRule::Waf(RuleId::Log4shell),
         EdgeRule::Waf(RuleId::Shellshock),
         EdgeRule::Waf(RuleId::Scanner),
+        EdgeRule::Waf(RuleId::Rce),
+        EdgeRule::Waf(RuleId::Java),
         EdgeRule::AuthApiKey,
         EdgeRule::AuthSignature,
         EdgeRule::KeyRateLimit,
@@ -118,6 +120,8 @@ impl EdgeRule {
             EdgeRule::Waf(RuleId::Log4shell) => "waf.log4shell",
             EdgeRule::Waf(RuleId::Shellshock) => "waf.shellshock",
             EdgeRule::Waf(RuleId::Scanner) => "waf.scanner",
+            EdgeRule::Waf(RuleId::Rce) => "waf.rce",
+            EdgeRule::Waf(RuleId::Java) => "waf.java",
             EdgeRule::HeaderBytes => "limits.header_bytes",
             EdgeRule::HeaderCount => "limits.headers",
             EdgeRule::BodySize => "limits.body_size",

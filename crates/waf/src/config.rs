@@ -45,6 +45,10 @@ pub struct WafConfig {
     pub shellshock: bool,
     /// Scanner user agents and probe paths. Default on.
     pub scanners: bool,
+    /// Remote command execution (shell commands after separators, Windows shells). Default on.
+    pub rce: bool,
+    /// Java attacks (deserialization, gadget classes, OGNL/EL, Spring4Shell). Default on.
+    pub java: bool,
     /// Body bytes inspected (form, JSON, multipart); `0` skips bodies. Default 64 KiB.
     pub max_inspected_bytes: usize,
     /// Which headers SQLi/XSS/traversal look at. Default [`Paranoia::Normal`].
@@ -62,6 +66,8 @@ impl Default for WafConfig {
             log4shell: true,
             shellshock: true,
             scanners: true,
+            rce: true,
+            java: true,
             max_inspected_bytes: DEFAULT_MAX_INSPECTED_BYTES,
             paranoia: Paranoia::Normal,
             exclusions: Vec::new(),
@@ -220,7 +226,16 @@ mod tests {
     #[test]
     fn default_turns_everything_on() {
         let c = WafConfig::default();
-        assert!(c.sqli && c.xss && c.traversal && c.log4shell && c.shellshock && c.scanners);
+        assert!(
+            c.sqli
+                && c.xss
+                && c.traversal
+                && c.log4shell
+                && c.shellshock
+                && c.scanners
+                && c.rce
+                && c.java
+        );
         assert_eq!(c.max_inspected_bytes, 64 * 1024);
         assert_eq!(c.paranoia, Paranoia::Normal);
         assert!(c.validate().is_ok());

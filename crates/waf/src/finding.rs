@@ -26,21 +26,29 @@ pub enum RuleId {
     Shellshock,
     /// Well-known scanner user agents and probe paths.
     Scanner,
+    /// Remote command execution: Unix/Windows commands after shell separators or
+    /// substitutions, with the usual evasions (CRS 932's class).
+    Rce,
+    /// Java attacks: deserialization magic, gadget/RCE class names, OGNL/EL/SpEL, Spring4Shell,
+    /// JSP uploads (CRS 944's class; Log4Shell stays [`RuleId::Log4shell`]).
+    Java,
 }
 
 impl RuleId {
     /// Every rule, in report order.
-    pub const ALL: [RuleId; 6] = [
+    pub const ALL: [RuleId; 8] = [
         RuleId::Sqli,
         RuleId::Xss,
         RuleId::Traversal,
         RuleId::Log4shell,
         RuleId::Shellshock,
         RuleId::Scanner,
+        RuleId::Rce,
+        RuleId::Java,
     ];
 
     /// The stable id: `"sqli"`, `"xss"`, `"traversal"`, `"log4shell"`, `"shellshock"`,
-    /// `"scanner"`.
+    /// `"scanner"`, `"rce"`, `"java"`.
     pub fn as_str(self) -> &'static str {
         match self {
             RuleId::Sqli => "sqli",
@@ -49,6 +57,8 @@ impl RuleId {
             RuleId::Log4shell => "log4shell",
             RuleId::Shellshock => "shellshock",
             RuleId::Scanner => "scanner",
+            RuleId::Rce => "rce",
+            RuleId::Java => "java",
         }
     }
 
@@ -138,7 +148,9 @@ mod tests {
                 "traversal",
                 "log4shell",
                 "shellshock",
-                "scanner"
+                "scanner",
+                "rce",
+                "java"
             ]
         );
         let json = serde_json::to_string(&RuleId::Log4shell).unwrap_or_default();

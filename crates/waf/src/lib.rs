@@ -10,16 +10,17 @@
 //!
 //! | field | detectors |
 //! |---|---|
-//! | URI path (decoded, and each segment) | SQLi, XSS, Log4Shell per segment; traversal and scanner probe paths on the whole path |
-//! | query pairs, form bodies, JSON string values, multipart values, cookies — values and keys/names | SQLi, XSS, traversal, Log4Shell, shellshock |
-//! | multipart file names (not file contents) | same |
-//! | `User-Agent`, `Referer`, `X-Forwarded-For` | SQLi, XSS, Log4Shell, shellshock; scanner agents (`User-Agent`) |
-//! | every other header value | Log4Shell, shellshock (plus SQLi, XSS, traversal at [`Paranoia::Strict`]) |
-//! | a body of another type, or one that fails to parse as its type | Log4Shell only for unknown types; all detectors on the raw body when JSON or multipart fail to parse |
+//! | URI path (decoded, and each segment) | SQLi, XSS, Log4Shell, RCE, Java per segment; traversal and scanner probe paths on the whole path |
+//! | query pairs, form bodies, JSON string values, multipart values, cookies — values and keys/names | SQLi, XSS, traversal, Log4Shell, shellshock, RCE, Java |
+//! | multipart file names (not file contents) | same, plus JSP uploads (Java) |
+//! | `User-Agent`, `Referer`, `X-Forwarded-For` | SQLi, XSS, Log4Shell, shellshock, RCE, Java; scanner agents (`User-Agent`) |
+//! | every other header value | Log4Shell, shellshock, Java (JSP uploads in `X-Filename`) (plus SQLi, XSS, traversal, RCE at [`Paranoia::Strict`]) |
+//! | a body of another type, or one that fails to parse as its type | Log4Shell and Java only for unknown types (XML, text); all detectors on the raw body when JSON or multipart fail to parse |
 //!
-//! Header and cookie values found clean by SQLi and XSS detection are remembered per thread
-//! (a bounded memo, see `memo.rs`), because a client's User-Agent, Referer and session cookie
-//! repeat on every request and libinjection is the expensive part.
+//! Header and cookie values found clean by SQLi, XSS, RCE and Java detection are remembered per
+//! thread with the detectors that checked them (a bounded memo, see `memo.rs`), because a
+//! client's User-Agent, Referer and session cookie repeat on every request and libinjection is
+//! the expensive part.
 //!
 //! Values are decoded first ([`decode`]): `+`, percent-decoding up to three times, `%uXXXX`,
 //! HTML entities, NUL bytes removed (and reported as truncation attempts); JSON escapes are
@@ -47,9 +48,12 @@ pub mod config;
 pub mod decode;
 pub mod finding;
 mod injection;
+mod java;
 mod log4shell;
 mod memo;
+mod needles;
 mod parse;
+mod rce;
 mod scanner;
 mod shellshock;
 mod traversal;
@@ -98,6 +102,8 @@ const ARGS: u8 = bits(&[
     RuleId::Traversal,
     RuleId::Log4shell,
     RuleId::Shellshock,
+    RuleId::Rce,
+    RuleId::Java,
 ]);
 /// Detectors applied to the headers attackers use for injection.
 const ATTACK_HEADERS: u8 = bits(&[
@@ -105,11 +111,21 @@ const ATTACK_HEADERS: u8 = bits(&[
     RuleId::Xss,
     RuleId::Log4shell,
     RuleId::Shellshock,
+    RuleId::Rce,
+    RuleId::Java,
 ]);
+/// Detectors whose verdict depends only on a value's bytes, remembered by `memo`.
+const MEMOIZED: u8 = bits(&[RuleId::Sqli, RuleId::Xss, RuleId::Rce, RuleId::Java]);
 /// Detectors applied to every other header value.
-const ANY_HEADER: u8 = bits(&[RuleId::Log4shell, RuleId::Shellshock]);
+const ANY_HEADER: u8 = bits(&[RuleId::Log4shell, RuleId::Shellshock, RuleId::Java]);
 /// Detectors applied to each path segment.
-const PATH_SEGMENT: u8 = bits(&[RuleId::Sqli, RuleId::Xss, RuleId::Log4shell]);
+const PATH_SEGMENT: u8 = bits(&[
+    RuleId::Sqli,
+    RuleId::Xss,
+    RuleId::Log4shell,
+    RuleId::Rce,
+    RuleId::Java,
+]);
 
 const fn bits(rules: &[RuleId]) -> u8 {
     let mut acc = 0;
@@ -137,6 +153,8 @@ impl Waf {
             (config.log4shell, RuleId::Log4shell),
             (config.shellshock, RuleId::Shellshock),
             (config.scanners, RuleId::Scanner),
+            (config.rce, RuleId::Rce),
+            (config.java, RuleId::Java),
         ]
         .iter()
         .filter(|(on, _)| *on)
@@ -244,8 +262,9 @@ impl Waf {
             }
         } else {
             // Other types (XML, text, binary) are not parsed; a JNDI lookup is dangerous in any
-            // of them, because Java backends log bodies.
-            run.check(&raw_body, RuleId::Log4shell.bit());
+            // of them, because Java backends log bodies, and so are serialized objects and
+            // gadget class names (XStream, XMLDecoder and deserializing endpoints).
+            run.check(&raw_body, RuleId::Log4shell.bit() | RuleId::Java.bit());
             return;
         }
         for field in &fields {
@@ -259,6 +278,25 @@ fn is_json(essence: &str) -> bool {
         || essence
             .get(essence.len().saturating_sub(5)..)
             .is_some_and(|s| s.eq_ignore_ascii_case("+json"))
+}
+
+/// A field naming an uploaded file: a multipart file name or an `X-Filename`-style header.
+fn is_upload_name(field: &Field<'_>) -> bool {
+    match field.kind {
+        Kind::MultipartFilename => true,
+        Kind::Header => {
+            let name = &*field.name;
+            [
+                &b"x-filename"[..],
+                b"x_filename",
+                b"x-file-name",
+                b"x-file_name",
+            ]
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n))
+        }
+        _ => false,
+    }
 }
 
 fn header_field<'a>(name: &'a str, value: &'a [u8]) -> Field<'a> {
@@ -328,33 +366,38 @@ impl Run<'_> {
         if mask == 0 {
             return;
         }
-        // Header and cookie values repeat across a client's requests: skip libinjection for
-        // those this thread already found clean (see `memo`).
+        // Header and cookie values repeat across a client's requests: skip the detectors whose
+        // verdict depends only on the bytes (libinjection above all) for those this thread
+        // already found clean (see `memo`). File-name headers are checked by name as well, so
+        // they are not memoized.
         let both = RuleId::Sqli.bit() | RuleId::Xss.bit();
-        let memoizable = matches!(field.kind, Kind::Header | Kind::Cookie) && mask & both == both;
-        let mask = if memoizable && memo::is_known_clean(&field.value) {
-            mask & !both
+        let memoizable = matches!(field.kind, Kind::Header | Kind::Cookie)
+            && mask & both == both
+            && !is_upload_name(field);
+        let known = if memoizable {
+            memo::known_clean(&field.value) & MEMOIZED
         } else {
-            mask
+            0
         };
+        let mask = mask & !known;
         if mask == 0 {
             return;
         }
-        let mut injection_hit = false;
+        let mut memo_hit = false;
         let d = decode::decode(&field.value, field.kind.plus());
         let has = |r: RuleId| mask & r.bit() != 0;
         if has(RuleId::Sqli) {
             let hit =
                 injection::sqli(&d.full).or_else(|| distinct_once(&d).and_then(injection::sqli));
             if let Some(hit) = hit {
-                injection_hit = true;
+                memo_hit = true;
                 self.report(field, RuleId::Sqli, &d.full, hit.fingerprint);
             }
         }
         if has(RuleId::Xss)
             && (injection::xss(&d.full) || distinct_once(&d).is_some_and(injection::xss))
         {
-            injection_hit = true;
+            memo_hit = true;
             self.report(field, RuleId::Xss, &d.full, None);
         }
         if has(RuleId::Traversal) && traversal::check(&d.full, d.had_nul).is_some() {
@@ -368,10 +411,23 @@ impl Run<'_> {
         {
             self.report(field, RuleId::Shellshock, &d.full, None);
         }
-        // Remember only what was inspected by both detectors here and found clean (not a
-        // value whose finding was merely deduplicated).
-        if memoizable && mask & both == both && !injection_hit {
-            memo::remember_clean(&field.value);
+        if has(RuleId::Rce) && (rce::check(&d.full) || distinct_once(&d).is_some_and(rce::check)) {
+            memo_hit = true;
+            self.report(field, RuleId::Rce, &d.full, None);
+        }
+        if has(RuleId::Java)
+            && (java::check(&d.full)
+                || distinct_once(&d).is_some_and(java::check)
+                || (is_upload_name(field) && java::jsp_filename(&d.full)))
+        {
+            memo_hit = true;
+            self.report(field, RuleId::Java, &d.full, None);
+        }
+        // Remember only what was inspected here and found clean (not a value whose finding
+        // was merely deduplicated), together with what was already known.
+        let checked = mask & MEMOIZED;
+        if memoizable && checked != 0 && !memo_hit {
+            memo::remember_clean(&field.value, known | checked);
         }
     }
 

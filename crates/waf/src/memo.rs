@@ -1,5 +1,5 @@
-//! A per-thread memo of header and cookie values that SQLi and XSS detection already found
-//! clean, so a client's `User-Agent`, `Referer` and session cookie are run through libinjection
+//! A per-thread memo of header and cookie values that the byte-deterministic detectors (SQLi,
+//! XSS, RCE, Java) already found clean — each entry records which of them it was checked by — so a client's `User-Agent`, `Referer` and session cookie are run through libinjection
 //! once per worker thread rather than on every request.
 //!
 //! Why: libinjectionrs spends ~8–12 µs on a browser User-Agent or a Referer URL (keyword lookups
@@ -18,8 +18,11 @@ const SLOTS: usize = 256;
 /// Longer values are not remembered: they are rare and would make the memo large.
 pub(crate) const MAX_LEN: usize = 512;
 
+/// One slot: the rule bits ([`crate::RuleId::bit`]) the value was found clean by, and the value.
+type Slot = Option<(u8, Box<[u8]>)>;
+
 thread_local! {
-    static CLEAN: RefCell<Vec<Option<Box<[u8]>>>> = RefCell::new(vec![None; SLOTS]);
+    static CLEAN: RefCell<Vec<Slot>> = RefCell::new(vec![None; SLOTS]);
 }
 
 /// FNV-1a: fast on short values and good enough to spread slots; collisions cost only a miss.
@@ -32,28 +35,30 @@ fn slot(value: &[u8]) -> usize {
     (h as usize) & (SLOTS - 1)
 }
 
-/// True when `value` was found clean by both SQLi and XSS detection on this thread.
-pub(crate) fn is_known_clean(value: &[u8]) -> bool {
+/// The rule bits `value` was found clean by on this thread (0 when unknown).
+pub(crate) fn known_clean(value: &[u8]) -> u8 {
     if value.len() > MAX_LEN {
-        return false;
+        return 0;
     }
     CLEAN
         .try_with(|memo| {
-            memo.try_borrow()
-                .is_ok_and(|m| m[slot(value)].as_deref() == Some(value))
+            memo.try_borrow().map_or(0, |m| match &m[slot(value)] {
+                Some((rules, v)) if **v == *value => *rules,
+                _ => 0,
+            })
         })
-        .unwrap_or(false)
+        .unwrap_or(0)
 }
 
-/// Records that `value` was found clean by both SQLi and XSS detection.
-pub(crate) fn remember_clean(value: &[u8]) {
-    if value.len() > MAX_LEN {
+/// Records that `value` was found clean by the detectors of `rules`.
+pub(crate) fn remember_clean(value: &[u8], rules: u8) {
+    if value.len() > MAX_LEN || rules == 0 {
         return;
     }
     // Failing to remember (thread teardown) only costs a later miss.
     let _ = CLEAN.try_with(|memo| {
         if let Ok(mut m) = memo.try_borrow_mut() {
-            m[slot(value)] = Some(value.into());
+            m[slot(value)] = Some((rules, value.into()));
         }
     });
 }
@@ -65,26 +70,24 @@ mod tests {
     #[test]
     fn remembers_exact_values_only() {
         let v = b"Mozilla/5.0 (X11; Linux x86_64) memo test";
-        assert!(!is_known_clean(v));
-        remember_clean(v);
-        assert!(is_known_clean(v));
-        assert!(!is_known_clean(
-            b"Mozilla/5.0 (X11; Linux x86_64) memo tesT"
-        ));
+        assert_eq!(known_clean(v), 0);
+        remember_clean(v, 0b11);
+        assert_eq!(known_clean(v), 0b11);
+        assert_eq!(known_clean(b"Mozilla/5.0 (X11; Linux x86_64) memo tesT"), 0);
     }
 
     #[test]
     fn long_values_are_not_remembered() {
         let v = vec![b'a'; MAX_LEN + 1];
-        remember_clean(&v);
-        assert!(!is_known_clean(&v));
+        remember_clean(&v, 0b11);
+        assert_eq!(known_clean(&v), 0);
     }
 
     #[test]
     fn memo_is_per_thread() {
         let v = b"per-thread value";
-        remember_clean(v);
-        let other = std::thread::spawn(move || is_known_clean(v)).join();
-        assert_eq!(other.ok(), Some(false));
+        remember_clean(v, 0b11);
+        let other = std::thread::spawn(move || known_clean(v)).join();
+        assert_eq!(other.ok(), Some(0));
     }
 }

