@@ -650,33 +650,9 @@ fn parse_app(name: &str, t: &T<'_>, cx: &mut Cx) -> Option<AppConfig> {
     };
 
     let mut smoke = Vec::new();
-    if let Some(v) = t.table.get("smoke") {
-        let key = t.child("smoke");
-        match v.as_array() {
-            Some(items) => {
-                for (i, item) in items.iter().enumerate() {
-                    let ikey = format!("{key}[{i}]");
-                    match item.as_table() {
-                        Some(table) => {
-                            let s = T { key: ikey, table };
-                            if let Some(test) = parse_smoke(&s, cx) {
-                                smoke.push(test);
-                            }
-                        }
-                        None => cx.err(
-                            &ikey,
-                            format!(
-                                "expected a table like {{ path = \"/\", status = 200 }}, got {}",
-                                item.type_str()
-                            ),
-                        ),
-                    }
-                }
-            }
-            None => cx.err(
-                &key,
-                format!("expected an array of tables, got {}", v.type_str()),
-            ),
+    for s in t.tables("smoke", "{ path = \"/\", status = 200 }", cx) {
+        if let Some(test) = parse_smoke(&s, cx) {
+            smoke.push(test);
         }
     }
 
@@ -1259,22 +1235,10 @@ fn parse_strategy(t: &T<'_>, cx: &mut Cx) -> Strategy {
 
 fn parse_tokens(t: &T<'_>, cx: &mut Cx) -> Vec<TokenConfig> {
     let mut out: Vec<TokenConfig> = Vec::new();
-    let Some(v) = t.table.get("tokens") else {
-        return out;
-    };
-    let key = t.child("tokens");
-    let Some(items) = v.as_array() else {
-        cx.err(&key, "expected an array like [{ name = \"ci\", token_env = \"ROLLGATE_TOKEN_CI\", may = [\"read\", \"deploy\"] }]".to_string());
-        return out;
-    };
-    for (i, item) in items.iter().enumerate() {
-        let ikey = format!("{key}[{i}]");
-        let Some(table) = item.as_table() else {
-            cx.err(&ikey, "expected { name, token_env, may }".to_string());
-            continue;
-        };
-        let tt = T { key: ikey, table };
-        if table.contains_key("token") {
+    let example =
+        "{ name = \"ci\", token_env = \"ROLLGATE_TOKEN_CI\", may = [\"read\", \"deploy\"] }";
+    for tt in t.tables("tokens", example, cx) {
+        if tt.table.contains_key("token") {
             // Never echo it: it is the value that must not be in this file.
             cx.err(&tt.child("token"), "tokens are never written in rollgate.toml; name the environment variable holding it in `token_env`".to_string());
         }
@@ -1329,33 +1293,8 @@ fn http_url(s: &str) -> bool {
 
 fn parse_notify(t: &T<'_>, cx: &mut Cx) -> Vec<NotifyTarget> {
     let mut out = Vec::new();
-    let Some(v) = t.table.get("notify") else {
-        return out;
-    };
-    let key = t.child("notify");
-    let Some(items) = v.as_array() else {
-        cx.err(
-            &key,
-            format!(
-                "expected an array like [{{ webhook = \"http://…\" }}], got {}",
-                v.type_str()
-            ),
-        );
-        return out;
-    };
-    for (i, item) in items.iter().enumerate() {
-        let ikey = format!("{key}[{i}]");
-        let Some(table) = item.as_table() else {
-            cx.err(
-                &ikey,
-                "expected { webhook = \"http://…\" } or { slack = \"http://…\" }".to_string(),
-            );
-            continue;
-        };
-        let n = T {
-            key: ikey.clone(),
-            table,
-        };
+    for n in t.tables("notify", "{ webhook = \"http://…\" }", cx) {
+        let (table, ikey) = (n.table, n.key.clone());
         cx.only(&n, &["webhook", "slack", "headers"]);
         let url_of = |k: &str, cx: &mut Cx| {
             let url = n.string(k, cx)?;
@@ -1398,27 +1337,9 @@ fn parse_notify(t: &T<'_>, cx: &mut Cx) -> Vec<NotifyTarget> {
 
 fn parse_alarms(t: &T<'_>, cx: &mut Cx) -> Vec<AlarmConfig> {
     let mut out = Vec::new();
-    let Some(v) = t.table.get("alarms") else {
-        return out;
-    };
-    let key = t.child("alarms");
-    let Some(items) = v.as_array() else {
-        cx.err(&key, format!("expected an array like [{{ rule = \"error_rate > 5%\", actions = [\"rollback\", \"notify\"] }}], got {}", v.type_str()));
-        return out;
-    };
-    for (i, item) in items.iter().enumerate() {
-        let ikey = format!("{key}[{i}]");
-        let Some(table) = item.as_table() else {
-            cx.err(
-                &ikey,
-                "expected { rule = \"…\", actions = [\"rollback\", \"notify\"] }".to_string(),
-            );
-            continue;
-        };
-        let a = T {
-            key: ikey.clone(),
-            table,
-        };
+    let example = "{ rule = \"error_rate > 5%\", actions = [\"rollback\", \"notify\"] }";
+    for a in t.tables("alarms", example, cx) {
+        let table = a.table;
         cx.only(&a, &["rule", "actions"]);
         let rule = match a.string("rule", cx) {
             Some(text) => match Rule::parse(&text) {
@@ -1576,6 +1497,38 @@ impl<'a> T<'a> {
                 None
             }
         }
+    }
+
+    /// The tables of the array at `k`, each under its indexed key (`k[i]`). A value that is
+    /// not an array, or an item that is not a table, is an error that shows `example` (one
+    /// table) as what was expected.
+    fn tables(&self, k: &str, example: &str, cx: &mut Cx) -> Vec<T<'a>> {
+        let Some(v) = self.table.get(k) else {
+            return Vec::new();
+        };
+        let key = self.child(k);
+        let Some(items) = v.as_array() else {
+            cx.err(
+                &key,
+                format!(
+                    "expected an array of tables like [{example}], got {}",
+                    v.type_str()
+                ),
+            );
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let ikey = format!("{key}[{i}]");
+            match item.as_table() {
+                Some(table) => out.push(T { key: ikey, table }),
+                None => cx.err(
+                    &ikey,
+                    format!("expected a table like {example}, got {}", item.type_str()),
+                ),
+            }
+        }
+        out
     }
 
     fn string(&self, k: &str, cx: &mut Cx) -> Option<String> {

@@ -560,31 +560,9 @@ fn parse_waf(t: &T<'_>, mode: EdgeMode, cx: &mut Cx) -> Option<WafSettings> {
 }
 
 fn parse_exclusions(wt: &T<'_>, cx: &mut Cx) -> Vec<WafExclusion> {
-    let key = wt.child("exclusions");
-    let Some(v) = wt.table.get("exclusions") else {
-        return Vec::new();
-    };
-    let Some(list) = v.as_array() else {
-        cx.err(
-            &key,
-            format!("expected an array of tables, got {}", v.type_str()),
-        );
-        return Vec::new();
-    };
     let mut out = Vec::new();
-    for (i, item) in list.iter().enumerate() {
-        let ikey = format!("{key}[{i}]");
-        let Some(table) = item.as_table() else {
-            cx.err(
-                &ikey,
-                format!(
-                    "expected {{ path_prefix = \"/search\", rules = [\"sqli\"] }}, got {}",
-                    item.type_str()
-                ),
-            );
-            continue;
-        };
-        let et = T { key: ikey, table };
+    let example = "{ path_prefix = \"/search\", rules = [\"sqli\"] }";
+    for et in wt.tables("exclusions", example, cx) {
         cx.only(&et, &["path_prefix", "rules", "fields"]);
         let path_prefix = et.string("path_prefix", cx).unwrap_or_else(|| {
             cx.err(

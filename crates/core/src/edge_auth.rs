@@ -260,34 +260,9 @@ fn parse_routes(a: &T<'_>, cx: &mut Cx) -> Vec<AuthRoute> {
 }
 
 fn parse_keys(a: &T<'_>, cx: &mut Cx) -> Vec<KeyRef> {
-    let key = a.child("keys");
-    let Some(v) = a.table.get("keys") else {
-        return Vec::new();
-    };
-    let Some(list) = v.as_array() else {
-        cx.err(
-            &key,
-            format!(
-                "expected an array of {{ id = \"ci\", secret_env = \"ROLLGATE_KEY_CI\" }}, got {}",
-                v.type_str()
-            ),
-        );
-        return Vec::new();
-    };
     let mut out: Vec<KeyRef> = Vec::new();
-    for (i, item) in list.iter().enumerate() {
-        let ikey = format!("{key}[{i}]");
-        let Some(table) = item.as_table() else {
-            cx.err(
-                &ikey,
-                format!(
-                    "expected {{ id = \"ci\", secret_env = \"ROLLGATE_KEY_CI\" }}, got {}",
-                    item.type_str()
-                ),
-            );
-            continue;
-        };
-        let kt = T { key: ikey, table };
+    let example = "{ id = \"ci\", secret_env = \"ROLLGATE_KEY_CI\" }";
+    for kt in a.tables("keys", example, cx) {
         if kt.table.contains_key("secret") {
             // Never echo the value: it is the secret that must not be in this file.
             cx.err(
