@@ -67,7 +67,7 @@ struct Gate {
 
 impl Gate {
     /// `edge` is the body of `[env.e.edge]`; `auth`, when given, the body of
-    /// `[env.e.edge.auth]` (the key file is added). `KEYS` and `DB` in them are replaced by the
+    /// `[env.e.edge.auth]` (the key file is added). `@KEYS@` and `@DB@` in them are replaced by the
     /// key file's and the geo database's paths.
     async fn start(edge: &str, auth: Option<&str>) -> Gate {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -91,12 +91,12 @@ impl Gate {
         let mut text = format!("[env.e.edge]\nrate_limit = false\nwaf = false\n{edge}\n");
         if let Some(auth) = auth {
             text.push_str(&format!(
-                "[env.e.edge.auth]\nkeys_file = \"KEYS\"\n{auth}\n"
+                "[env.e.edge.auth]\nkeys_file = \"@KEYS@\"\n{auth}\n"
             ));
         }
         let text = text
-            .replace("KEYS", &keys.display().to_string())
-            .replace("DB", &db.display().to_string());
+            .replace("@KEYS@", &keys.display().to_string())
+            .replace("@DB@", &db.display().to_string());
         let log = dir.path().join("access.log");
         let config = GatewayConfig {
             access_log: Some(log.clone()),
@@ -374,11 +374,11 @@ async fn a_key_over_its_rate_gets_429_while_another_key_is_unaffected() {
 #[tokio::test]
 async fn geo_allow_and_deny_lists_judge_the_client_country() {
     // 127.0.0.1 is "DE" in the test database.
-    let allowed = Gate::start("geo = { database = \"DB\", allow = [\"DE\"] }", None).await;
+    let allowed = Gate::start("geo = { database = \"@DB@\", allow = [\"DE\"] }", None).await;
     assert_eq!(allowed.get("/", &[]).await.status, StatusCode::OK);
     allowed.stop().await;
 
-    let denied = Gate::start("geo = { database = \"DB\", deny = [\"DE\"] }", None).await;
+    let denied = Gate::start("geo = { database = \"@DB@\", deny = [\"DE\"] }", None).await;
     let answer = denied.get("/", &[("x-request-id", "geo-1")]).await;
     assert_eq!(answer.status, StatusCode::FORBIDDEN);
     assert_eq!(answer.json()["code"], "geo_denied");
@@ -390,7 +390,7 @@ async fn geo_allow_and_deny_lists_judge_the_client_country() {
     // Behind a trusted proxy the forwarded client decides: FR is refused, an address the
     // database does not know follows `unknown`.
     let behind = Gate::start(
-        "trusted_proxies = [\"127.0.0.1\"]\ngeo = { database = \"DB\", allow = [\"DE\"], unknown = \"deny\" }",
+        "trusted_proxies = [\"127.0.0.1\"]\ngeo = { database = \"@DB@\", allow = [\"DE\"], unknown = \"deny\" }",
         None,
     )
     .await;
@@ -404,7 +404,7 @@ async fn geo_allow_and_deny_lists_judge_the_client_country() {
     assert!(log.contains("\"matched\":\"unknown\""), "{log}");
 
     let lenient = Gate::start(
-        "trusted_proxies = [\"127.0.0.1\"]\ngeo = { database = \"DB\", deny = [\"FR\"], mode = \"count\" }",
+        "trusted_proxies = [\"127.0.0.1\"]\ngeo = { database = \"@DB@\", deny = [\"FR\"], mode = \"count\" }",
         None,
     )
     .await;
