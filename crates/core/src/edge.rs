@@ -11,7 +11,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use rollgate_waf::{Exclusion, Paranoia, RuleId, WafConfig, WafError};
+use rollgate_waf::{CrsExclusion, Exclusion, Paranoia, RuleId, WafConfig, WafError};
 use serde::Serialize;
 
 use super::{Cx, T, ms};
@@ -224,12 +224,22 @@ impl Default for WafSettings {
     }
 }
 
-/// One `waf.exclusions` entry; see [`rollgate_waf::Exclusion`].
+/// One `waf.exclusions` entry; see [`rollgate_waf::Exclusion`]. `rules` may name detectors
+/// (`"sqli"`) and single OWASP CRS rules (`"crs-942190"`, kept in `crs_rules`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct WafExclusion {
     pub path_prefix: String,
     pub rules: Vec<RuleId>,
+    pub crs_rules: Vec<u32>,
     pub fields: Vec<String>,
+}
+
+impl WafExclusion {
+    /// Whether this entry switches off only single CRS rules (then it is no detector-level
+    /// exclusion: an empty detector list there would mean "every detector").
+    fn crs_only(&self) -> bool {
+        self.rules.is_empty() && !self.crs_rules.is_empty()
+    }
 }
 
 impl WafSettings {
@@ -254,6 +264,7 @@ impl WafSettings {
             exclusions: self
                 .exclusions
                 .iter()
+                .filter(|e| !e.crs_only())
                 .map(|e| Exclusion {
                     path_prefix: e.path_prefix.clone(),
                     rules: e.rules.clone(),
@@ -261,6 +272,19 @@ impl WafSettings {
                 })
                 .collect(),
         }
+    }
+
+    /// The entries naming single CRS rules, for [`rollgate_waf::Waf::with_crs_exclusions`].
+    pub fn crs_exclusions(&self) -> Vec<CrsExclusion> {
+        self.exclusions
+            .iter()
+            .filter(|e| !e.crs_rules.is_empty())
+            .map(|e| CrsExclusion {
+                path_prefix: e.path_prefix.clone(),
+                rules: e.crs_rules.clone(),
+                fields: e.fields.clone(),
+            })
+            .collect()
     }
 }
 
@@ -536,10 +560,27 @@ fn parse_waf(t: &T<'_>, mode: EdgeMode, cx: &mut Cx) -> Option<WafSettings> {
         exclusions,
     };
     // The detection crate owns the rules of a valid exclusion (known field kinds, a path
-    // prefix, something to skip); its errors are put back under this file's keys.
+    // prefix, something to skip); its errors are put back under this file's keys. Indexes
+    // count the detector-level entries it sees, so they are mapped back to the file's.
     if let Err(errors) = settings.waf_config().validate() {
         let ex = wt.child("exclusions");
+        let file_index: Vec<usize> = (0..settings.exclusions.len())
+            .filter(|&i| !settings.exclusions[i].crs_only())
+            .collect();
         for e in errors {
+            let e = match e {
+                WafError::InvalidPathPrefix { index, prefix } => WafError::InvalidPathPrefix {
+                    index: file_index.get(index).copied().unwrap_or(index),
+                    prefix,
+                },
+                WafError::EmptyExclusion { index } => WafError::EmptyExclusion {
+                    index: file_index.get(index).copied().unwrap_or(index),
+                },
+                WafError::InvalidField { index, field } => WafError::InvalidField {
+                    index: file_index.get(index).copied().unwrap_or(index),
+                    field,
+                },
+            };
             let (key, what) = match &e {
                 WafError::InvalidPathPrefix { index, .. } => {
                     (format!("{ex}[{index}].path_prefix"), e.to_string())
@@ -562,6 +603,7 @@ fn parse_waf(t: &T<'_>, mode: EdgeMode, cx: &mut Cx) -> Option<WafSettings> {
 fn parse_exclusions(wt: &T<'_>, cx: &mut Cx) -> Vec<WafExclusion> {
     let mut out = Vec::new();
     let example = "{ path_prefix = \"/search\", rules = [\"sqli\"] }";
+    let crs_known = rollgate_waf::crs_rule_ids(Paranoia::Strict);
     for et in wt.tables("exclusions", example, cx) {
         cx.only(&et, &["path_prefix", "rules", "fields"]);
         let path_prefix = et.string("path_prefix", cx).unwrap_or_else(|| {
@@ -572,24 +614,56 @@ fn parse_exclusions(wt: &T<'_>, cx: &mut Cx) -> Vec<WafExclusion> {
             "/".to_string()
         });
         let mut rules = Vec::new();
+        let mut crs_rules = Vec::new();
         for name in et.string_list("rules", cx).unwrap_or_default() {
+            if let Some(id) = name.strip_prefix("crs-") {
+                match id.parse::<u32>() {
+                    Ok(id) if crs_known.contains(&id) => crs_rules.push(id),
+                    _ => cx.err(
+                        &et.child("rules"),
+                        format!(
+                            "{name:?} is not one of the OWASP CRS rules rollgate runs \
+                             (crs-941xxx and crs-942xxx; the list is in docs/edge.md)"
+                        ),
+                    ),
+                }
+                continue;
+            }
             match RuleId::ALL.iter().find(|r| r.as_str() == name) {
                 Some(r) => rules.push(*r),
                 None => cx.err(
                     &et.child("rules"),
                     format!(
-                        "unknown rule {name:?}; expected one of: {}",
+                        "unknown rule {name:?}; expected one of: {}, or a CRS rule such as \
+                         \"crs-942190\"",
                         RuleId::ALL.map(RuleId::as_str).join(", ")
                     ),
                 ),
             }
         }
         let fields = et.string_list("fields", cx).unwrap_or_default();
-        out.push(WafExclusion {
+        let entry = WafExclusion {
             path_prefix,
             rules,
+            crs_rules,
             fields,
-        });
+        };
+        // Detector-level entries are checked by the detection crate (see the caller); an
+        // entry of CRS rules alone is checked here the same way.
+        if entry.crs_only() {
+            if !entry.path_prefix.starts_with('/') {
+                cx.err(
+                    &et.child("path_prefix"),
+                    "expected a path starting with '/'".to_string(),
+                );
+            }
+            for field in &entry.fields {
+                if !rollgate_waf::is_field_pattern(field) {
+                    cx.err(&et.child("fields"), format!("{field:?} is not a field"));
+                }
+            }
+        }
+        out.push(entry);
     }
     out
 }

@@ -17,7 +17,7 @@ use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::HeaderMap;
 use rollgate_core::config::edge::{Cidr, EdgeConfig, EdgeMode, RateLimitConfig};
-use rollgate_waf::{Finding, RequestView, RuleId, Waf, WafError};
+use rollgate_waf::{CrsError, Finding, RequestView, RuleId, Waf, WafError};
 
 use crate::auth::Authenticator;
 use crate::geo::{GeoFilter, GeoVerdict};
@@ -33,6 +33,12 @@ pub enum EdgeError {
     /// The WAF rejected its configuration (an invalid exclusion).
     #[error("edge.waf: {0}")]
     Waf(#[from] WafError),
+    /// An exclusion names an OWASP CRS rule that is not there.
+    #[error("edge.waf: {0}")]
+    Crs(#[from] CrsError),
+    /// The vendored OWASP CRS rules could not be loaded.
+    #[error("edge.waf: the OWASP CRS rules could not be loaded: {0}")]
+    CrsLoad(String),
     /// The rate limit has zero requests or a period too short to divide among them.
     #[error("edge.rate_limit: {requests} requests per {per:?} is not a usable rate")]
     Rate {
@@ -231,7 +237,15 @@ impl EdgePolicy {
         let waf = config
             .waf
             .as_ref()
-            .map(|w| Ok::<_, EdgeError>((Waf::new(w.waf_config())?, w.rules.clone())))
+            .map(|w| {
+                let waf = Waf::new(w.waf_config())?.with_crs_exclusions(&w.crs_exclusions())?;
+                // The rules are vendored and tested; a gateway that silently lost them would
+                // let through what the docs promise it blocks, so this is fatal.
+                if let Some(err) = waf.crs_load_error() {
+                    return Err(EdgeError::CrsLoad(err.to_string()));
+                }
+                Ok::<_, EdgeError>((waf, w.rules.clone()))
+            })
             .transpose()?;
         Ok(EdgePolicy {
             trusted_proxies: config.trusted_proxies.clone(),

@@ -410,12 +410,13 @@ fn phase_waf(
             seen.push(rule);
         }
         block |= mode == EdgeMode::Block;
-        recorder.decide(
+        recorder.decide_waf(
             rule,
             mode,
             first,
             Some(finding.field),
             Some(finding.matched),
+            finding.crs_rule,
         );
     }
     if block {

@@ -53,12 +53,15 @@ pub(crate) struct Recorder {
 }
 
 /// One edge decision as the access log shows it: `{"rule": "waf.sqli", "action": "block",
-/// "field": "query:id", "matched": "1' OR '1'='1"}`. `field` and `matched` are absent when the
-/// rule has none (a rate limit); `matched` is already truncated and escaped by its producer.
+/// "field": "query:id", "matched": "1' OR '1'='1"}`, plus `"crs": 942190` when one of the
+/// OWASP CRS rules found it. `field` and `matched` are absent when the rule has none (a rate
+/// limit); `matched` is already truncated and escaped by its producer.
 #[derive(Debug, serde::Serialize)]
 pub(crate) struct EdgeDecision {
     rule: &'static str,
     action: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    crs: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -106,6 +109,19 @@ impl Recorder {
         field: Option<String>,
         matched: Option<String>,
     ) {
+        self.decide_waf(rule, mode, counted, field, matched, None);
+    }
+
+    /// [`Recorder::decide`] for a WAF finding, with the CRS rule that made it, if one did.
+    pub(crate) fn decide_waf(
+        &mut self,
+        rule: EdgeRule,
+        mode: EdgeMode,
+        counted: bool,
+        field: Option<String>,
+        matched: Option<String>,
+        crs: Option<u32>,
+    ) {
         if counted {
             self.shared.metrics.count_edge(rule, mode);
         }
@@ -113,6 +129,7 @@ impl Recorder {
             self.edge.push(EdgeDecision {
                 rule: rule.as_str(),
                 action: mode.as_str(),
+                crs,
                 field,
                 matched,
             });

@@ -11,7 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use rollgate_waf::{Finding, RequestView, Waf, WafConfig};
+use rollgate_waf::{CrsExclusion, Finding, Paranoia, RequestView, Waf, WafConfig};
 use serde_norway::Value;
 
 fn main() {
@@ -19,7 +19,35 @@ fn main() {
         eprintln!("usage: corpus <corpora dir>");
         std::process::exit(2);
     };
-    let waf = match Waf::new(WafConfig::default()) {
+    // `WAF_CORPUS_CRS_EXCLUDE=942540,941160` switches CRS rules off everywhere, to measure
+    // what each adds (detections it alone makes, false positives it alone causes).
+    let crs_off: Vec<u32> = std::env::var("WAF_CORPUS_CRS_EXCLUDE")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|id| id.trim().parse().ok())
+        .collect();
+    // `WAF_CORPUS_PARANOIA=strict` measures `Paranoia::Strict` (CRS PL2 rules included).
+    let paranoia = match std::env::var("WAF_CORPUS_PARANOIA").as_deref() {
+        Ok("strict") => Paranoia::Strict,
+        _ => Paranoia::Normal,
+    };
+    let waf = Waf::new(WafConfig {
+        paranoia,
+        ..WafConfig::default()
+    })
+    .map_err(|e| e.to_string());
+    let waf = waf.and_then(|w| {
+        if crs_off.is_empty() {
+            return Ok(w);
+        }
+        w.with_crs_exclusions(&[CrsExclusion {
+            path_prefix: "/".to_owned(),
+            rules: crs_off.clone(),
+            fields: Vec::new(),
+        }])
+        .map_err(|e| e.to_string())
+    });
+    let waf = match waf {
         Ok(w) => w,
         Err(e) => {
             eprintln!("config: {e}");
@@ -127,7 +155,10 @@ fn main() {
         println!("- `{what}` → {}", describe(findings));
     }
 
-    cost(&waf);
+    // `WAF_CORPUS_NO_COST=1` skips the timing section (for quick detection runs).
+    if std::env::var_os("WAF_CORPUS_NO_COST").is_none() {
+        cost(&waf);
+    }
 }
 
 fn row(name: &str, n: usize, hit: usize) {
@@ -145,8 +176,8 @@ fn describe(findings: &[Finding]) -> String {
     findings
         .iter()
         .map(|f| match &f.fingerprint {
-            Some(fp) => format!("{} in {} ({fp})", f.rule, f.field),
-            None => format!("{} in {}", f.rule, f.field),
+            Some(fp) => format!("{} in {} ({fp})", f.rule_name(), f.field),
+            None => format!("{} in {}", f.rule_name(), f.field),
         })
         .collect::<Vec<_>>()
         .join(", ")

@@ -151,11 +151,7 @@ impl WafConfig {
                 errors.push(WafError::EmptyExclusion { index });
             }
             for field in &ex.fields {
-                let kind = field.split(':').next().unwrap_or_default();
-                let kind = kind.strip_suffix('*').unwrap_or(kind);
-                let known = FIELD_KINDS.contains(&kind)
-                    && (field.contains(':') || kind == "path" || kind == "body");
-                if !known {
+                if !is_field_pattern(field) {
                     errors.push(WafError::InvalidField {
                         index,
                         field: field.clone(),
@@ -168,6 +164,74 @@ impl WafConfig {
         } else {
             Err(errors)
         }
+    }
+}
+
+/// Whether `field` is a valid field pattern: a known kind, then `:name` or `:*` (`path` and
+/// `body` alone).
+pub fn is_field_pattern(field: &str) -> bool {
+    let kind = field.split(':').next().unwrap_or_default();
+    let kind = kind.strip_suffix('*').unwrap_or(kind);
+    FIELD_KINDS.contains(&kind) && (field.contains(':') || kind == "path" || kind == "body")
+}
+
+/// Compiles field patterns (`cookie:*` is a prefix, anything else exact).
+pub(crate) fn field_patterns(fields: &[String]) -> Vec<FieldPattern> {
+    fields
+        .iter()
+        .map(|f| match f.strip_suffix('*') {
+            Some(p) => FieldPattern::Prefix(p.to_owned()),
+            None => FieldPattern::Exact(f.clone()),
+        })
+        .collect()
+}
+
+/// Whether `field` matches one of `patterns` (an empty list matches every field).
+pub(crate) fn matches_field(patterns: &[FieldPattern], field: &str) -> bool {
+    patterns.is_empty()
+        || patterns.iter().any(|p| match p {
+            FieldPattern::Exact(f) => f == field,
+            FieldPattern::Prefix(p) => field.starts_with(p.as_str()),
+        })
+}
+
+/// An exception for single OWASP CRS rules (941xxx, 942xxx) under a path prefix: the named
+/// CRS rules are not applied to the named fields (all fields if `fields` is empty). To switch
+/// off every CRS rule of a family together with libinjection, use an [`Exclusion`] of
+/// `sqli` or `xss` instead. Passed to [`crate::Waf::with_crs_exclusions`].
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrsExclusion {
+    /// Raw path prefix, starting with `/`, e.g. `"/api/search"`.
+    pub path_prefix: String,
+    /// CRS rule ids, e.g. `[942190]`; at least one, each a vendored rule
+    /// ([`crate::crs_rule_ids`]).
+    pub rules: Vec<u32>,
+    /// Fields, as in [`Exclusion::fields`]; empty means every field.
+    #[serde(default)]
+    pub fields: Vec<String>,
+}
+
+/// A [`CrsExclusion`] prepared for matching.
+#[derive(Debug)]
+pub(crate) struct CompiledCrsExclusion {
+    pub path_prefix: String,
+    pub rules: Vec<u32>,
+    pub fields: Vec<FieldPattern>,
+}
+
+impl CompiledCrsExclusion {
+    pub fn new(ex: &CrsExclusion) -> Self {
+        CompiledCrsExclusion {
+            path_prefix: ex.path_prefix.clone(),
+            rules: ex.rules.clone(),
+            fields: field_patterns(&ex.fields),
+        }
+    }
+
+    /// Whether CRS rule `id` is switched off for `field`.
+    pub fn skips(&self, id: u32, field: &str) -> bool {
+        self.rules.contains(&id) && matches_field(&self.fields, field)
     }
 }
 
@@ -193,29 +257,20 @@ impl CompiledExclusion {
         } else {
             ex.rules.iter().fold(0, |acc, r| acc | r.bit())
         };
-        let fields = ex
-            .fields
-            .iter()
-            .map(|f| match f.strip_suffix('*') {
-                Some(p) => FieldPattern::Prefix(p.to_owned()),
-                None => FieldPattern::Exact(f.clone()),
-            })
-            .collect();
         CompiledExclusion {
             path_prefix: ex.path_prefix.clone(),
             rules,
-            fields,
+            fields: field_patterns(&ex.fields),
         }
     }
 
     /// The rules this exclusion removes from `field` (a bit set; 0 when it does not apply).
     pub fn skipped_rules(&self, field: &str) -> u8 {
-        let applies = self.fields.is_empty()
-            || self.fields.iter().any(|p| match p {
-                FieldPattern::Exact(f) => f == field,
-                FieldPattern::Prefix(p) => field.starts_with(p.as_str()),
-            });
-        if applies { self.rules } else { 0 }
+        if matches_field(&self.fields, field) {
+            self.rules
+        } else {
+            0
+        }
     }
 }
 

@@ -88,6 +88,23 @@ pub struct Finding {
     pub matched: String,
     /// The libinjection fingerprint (e.g. `"s&sos"`) for SQL injection found by libinjection.
     pub fingerprint: Option<String>,
+    /// The OWASP CRS rule (e.g. `942190`) when one of CRS's own 941/942 rules found this and
+    /// rollgate's detectors did not; then `rule` is its family ([`RuleId::Xss`] for 941,
+    /// [`RuleId::Sqli`] for 942) and `matched` the text the rule matched. Left out of the JSON
+    /// when `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crs_rule: Option<u32>,
+}
+
+impl Finding {
+    /// The name for logs and counters: `"crs-942190"` for a CRS rule, else the rule id
+    /// (`"sqli"`).
+    pub fn rule_name(&self) -> String {
+        match self.crs_rule {
+            Some(id) => format!("crs-{id}"),
+            None => self.rule.as_str().to_owned(),
+        }
+    }
 }
 
 /// Makes the log-safe, truncated form of a matched value.

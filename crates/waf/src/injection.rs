@@ -134,7 +134,95 @@ pub(crate) fn sqli(value: &[u8]) -> Option<SqliHit> {
             fingerprint: result.fingerprint.map(|f| f.as_str().to_owned()),
         });
     }
-    sqli_supplement(value).then_some(SqliHit { fingerprint: None })
+    (sqli_supplement(value) || leading_tautology(value)).then_some(SqliHit { fingerprint: None })
+}
+
+/// A value that *starts* with a boolean operator and a tautology — `or 1=1`, `' OR 'a'='a' --`,
+/// `) and 1=1#`, `or true--` — is the tail of a WHERE clause and nothing else: libinjection
+/// misses the forms without a leading quote (no string context to close), CRS only catches
+/// them with 942130 at paranoia level 2, which also flags prose such as `Is 1 = 1?`. Only the
+/// start of the value is read, so the same words inside prose are not reported.
+fn leading_tautology(value: &[u8]) -> bool {
+    let mut rest = value;
+    // Closers of the context the value was inserted in: quotes, backticks, parentheses.
+    while let Some((&b, tail)) = rest.split_first() {
+        if b.is_ascii_whitespace() || matches!(b, b'\'' | b'"' | b'`' | b')') {
+            rest = tail;
+        } else {
+            break;
+        }
+    }
+    let Some(after_op) = [&b"or"[..], b"and", b"xor", b"||", b"&&"]
+        .iter()
+        .find_map(|op| {
+            let head = rest.get(..op.len())?;
+            let tail = &rest[op.len()..];
+            let separated = op[0] == b'|'
+                || op[0] == b'&'
+                || tail
+                    .first()
+                    .is_some_and(|&b| b.is_ascii_whitespace() || matches!(b, b'(' | b'\'' | b'"'));
+            (head.eq_ignore_ascii_case(op) && separated).then_some(tail)
+        })
+    else {
+        return false;
+    };
+    let rest = trim_start(after_op, b"( ");
+    let ends_clause = |tail: &[u8]| {
+        let tail = trim_start(tail, b"'\"`) ");
+        tail.is_empty()
+            || tail.starts_with(b"--")
+            || tail.starts_with(b"#")
+            || tail.starts_with(b"/*")
+            || tail.starts_with(b";")
+    };
+    for literal in [&b"true"[..], b"not false"] {
+        if rest.len() >= literal.len()
+            && rest[..literal.len()].eq_ignore_ascii_case(literal)
+            && ends_clause(&rest[literal.len()..])
+        {
+            return true;
+        }
+    }
+    let Some((left, tail)) = operand(rest) else {
+        return false;
+    };
+    let tail = trim_start(tail, b" ");
+    let Some(tail) = tail.strip_prefix(b"=") else {
+        return false;
+    };
+    let Some((right, tail)) = operand(trim_start(tail, b" ")) else {
+        return false;
+    };
+    left.eq_ignore_ascii_case(right) && ends_clause(tail)
+}
+
+fn trim_start<'v>(mut v: &'v [u8], bytes: &[u8]) -> &'v [u8] {
+    while let Some((b, tail)) = v.split_first() {
+        if bytes.contains(b) || (bytes.contains(&b' ') && b.is_ascii_whitespace()) {
+            v = tail;
+        } else {
+            break;
+        }
+    }
+    v
+}
+
+/// A number, a word or a quoted string (without its quotes) at the start of `v`, and the rest.
+fn operand(v: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (&first, tail) = v.split_first()?;
+    if matches!(first, b'\'' | b'"' | b'`') {
+        // Unterminated: the application's own closing quote ends it (`' or 'x'='x`).
+        return Some(match tail.iter().position(|&b| b == first) {
+            Some(end) => (&tail[..end], &tail[end + 1..]),
+            None => (tail, &tail[tail.len()..]),
+        });
+    }
+    let len = v
+        .iter()
+        .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_')
+        .count();
+    (len > 0).then(|| (&v[..len], &v[len..]))
 }
 
 /// MySQL clauses that libinjection's fingerprints miss (ENVIRONMENT.md lists them). Each is
@@ -267,6 +355,32 @@ mod tests {
         assert!(sqli(b"-1 LOCK IN SHARE MODE UNION SELECT table_name FROM t").is_some());
         // The same words in prose, with no quote or comment around them, are not reported.
         assert!(sqli(b"export the table into outfile storage").is_none());
+    }
+
+    #[test]
+    fn leading_tautologies_are_sqli_but_not_in_prose() {
+        for v in [
+            " or 1=1",
+            "or 1=1--",
+            " and 1=1#",
+            "' or 'a'='a' --",
+            ") or ('x'='x",
+            "or true--",
+            " OR 0=0 /*",
+        ] {
+            assert!(leading_tautology(v.as_bytes()), "{v}");
+        }
+        for v in [
+            "Is 1 = 1? Yes, and 2 > 1.",
+            "or 1=2",
+            "or maybe 1=1 later",
+            "order=1",
+            "oregon=oregon",
+            "AND/OR logic",
+            "or",
+        ] {
+            assert!(!leading_tautology(v.as_bytes()), "{v}");
+        }
     }
 
     #[test]

@@ -17,6 +17,11 @@
 //! | every other header value | Log4Shell, shellshock, Java (JSP uploads in `X-Filename`) (plus SQLi, XSS, traversal, RCE at [`Paranoia::Strict`]) |
 //! | a body of another type, or one that fails to parse as its type | Log4Shell and Java only for unknown types (XML, text); all detectors on the raw body when JSON or multipart fail to parse |
 //!
+//! The CRS 941/942 rules read the fields their CRS targets name (`ARGS`, `ARGS_NAMES`,
+//! `REQUEST_COOKIES`, `REQUEST_COOKIES_NAMES`, `User-Agent`, `Referer`, every header but
+//! `Cookie` for 941110/941120, `REQUEST_FILENAME` = the whole path, exempt from 941 when it is
+//! plain as CRS 941010 does), with their own transformations (`transform.rs`); see below.
+//!
 //! Header and cookie values found clean by SQLi, XSS, RCE and Java detection are remembered per
 //! thread with the detectors that checked them (a bounded memo, see `memo.rs`), because a
 //! client's User-Agent, Referer and session cookie repeat on every request and libinjection is
@@ -27,7 +32,7 @@
 //! decoded by the JSON parser. Detectors see the fully decoded form and, when it differs, the
 //! form after one URL-decoding pass (what the application most likely sees).
 //!
-//! # Why libinjection, and not the OWASP Core Rule Set
+//! # Why libinjection plus CRS's own 941/942 regexes, and not the CRS engine
 //!
 //! Measured on this project's machines (`ENVIRONMENT.md`, "WAF engines, measured here"):
 //! `zentinel-modsec` running CRS costs ~1.7 ms per clean GET and ~15 ms per 4 KB form at
@@ -40,11 +45,26 @@
 //! ~0.4 µs for XSS, with 5 % false positives on libinjection's tricky-benign list against CRS's
 //! 20.9 % at PL1. What it lacks — request parsing, decoding, the classes it does not cover
 //! (traversal, Log4Shell, shellshock, scanners), its few known misses (`INTO OUTFILE`,
-//! `LOCK IN SHARE MODE`, `IN BOOLEAN MODE`, `onerror\x0B=`, markup with NUL bytes), exclusions
-//! and findings that name the field — is what this crate adds. Detection and cost as measured
-//! with this crate are in `bench/waf/RESULTS.md` (`examples/corpus.rs`).
+//! `LOCK IN SHARE MODE`, `IN BOOLEAN MODE`, `onerror\x0B=`, markup with NUL bytes, a value
+//! starting with `or 1=1`), exclusions and findings that name the field — is what this crate
+//! adds.
+//!
+//! libinjection alone misses much of what CRS's regexes catch (PayloadsAllTheThings: 57.5 %
+//! SQL, 66.4 % XSS). So the CRS's own SQLi (942) and XSS (941) rules are vendored, not
+//! interpreted: `crs/import.py` turns the two `.conf` files (CRS v4.28, commit 2cbd1d0,
+//! Apache-2.0) into `crs/rules-941-942.tsv` — id, paranoia level, severity, targets,
+//! transformations, regex, chained condition — and `crs.rs` compiles it once per process into
+//! one `regex::bytes::RegexSet` per target and transformation pipeline, so that a clean value
+//! costs one or two set scans, not 50 regex runs. CRS anomaly scoring decides (critical 5,
+//! threshold 5). What is deliberately not taken from CRS: its engine (phases, `ctl`, `setvar`,
+//! the other rule files — 930/932/944's classes have their own detectors here), the `@detectSQLi`/
+//! `@detectXSS` rules (libinjection already runs), paranoia levels 3–4, XML targets (bodies of
+//! other types are not parsed), and rule 942540, kept at paranoia level 2 (see `crs/import.py`).
+//! Detection and cost as measured with this crate are in `bench/waf/RESULTS.md`
+//! (`examples/corpus.rs`).
 
 pub mod config;
+mod crs;
 pub mod decode;
 pub mod finding;
 mod injection;
@@ -56,14 +76,20 @@ mod parse;
 mod rce;
 mod scanner;
 mod shellshock;
+mod transform;
 mod traversal;
 
 use std::borrow::Cow;
 
-pub use config::{DEFAULT_MAX_INSPECTED_BYTES, Exclusion, Paranoia, WafConfig, WafError};
+pub use config::{
+    CrsExclusion, DEFAULT_MAX_INSPECTED_BYTES, Exclusion, Paranoia, WafConfig, WafError,
+    is_field_pattern,
+};
+pub use crs::{CrsError, rule_ids as crs_rule_ids, rule_message as crs_rule_message};
 pub use finding::{Finding, MATCHED_MAX_CHARS, RuleId};
 
-use config::CompiledExclusion;
+use config::{CompiledCrsExclusion, CompiledExclusion};
+use crs::{CrsRules, Target};
 use decode::{Decoded, Plus};
 use finding::matched_for_log;
 use parse::{Field, Kind};
@@ -93,6 +119,11 @@ pub struct Waf {
     /// Bit set of enabled rules ([`RuleId::bit`]).
     enabled: u8,
     exclusions: Vec<CompiledExclusion>,
+    /// CRS 941/942 rules of the configured paranoia level, shared by every `Waf` (an error
+    /// only if the vendored file is broken, which the tests rule out; then CRS rules are off
+    /// and [`Waf::crs_load_error`] says why).
+    crs: Result<&'static CrsRules, &'static CrsError>,
+    crs_exclusions: Vec<CompiledCrsExclusion>,
 }
 
 /// Detectors applied to arguments (query, form, JSON, multipart, cookies).
@@ -164,11 +195,47 @@ impl Waf {
             .iter()
             .map(CompiledExclusion::new)
             .collect();
+        let crs = crs::rules(config.paranoia);
         Ok(Waf {
             config,
             enabled,
             exclusions,
+            crs,
+            crs_exclusions: Vec::new(),
         })
+    }
+
+    /// Switches single CRS rules off under path prefixes (see [`CrsExclusion`]); replaces any
+    /// earlier list. Rejects an unknown rule id, a prefix not starting with `/`, an empty rule
+    /// list or an invalid field pattern, naming the first such exclusion.
+    pub fn with_crs_exclusions(mut self, exclusions: &[CrsExclusion]) -> Result<Waf, CrsError> {
+        let known = crs_rule_ids(Paranoia::Strict);
+        for (index, ex) in exclusions.iter().enumerate() {
+            let invalid = |reason: String| CrsError::InvalidExclusion { index, reason };
+            if !ex.path_prefix.starts_with('/') {
+                return Err(invalid(format!(
+                    "path_prefix: expected a path starting with '/', got {:?}",
+                    ex.path_prefix
+                )));
+            }
+            if ex.rules.is_empty() {
+                return Err(invalid("rules: name at least one CRS rule id".to_owned()));
+            }
+            if let Some(&id) = ex.rules.iter().find(|id| !known.contains(id)) {
+                return Err(CrsError::UnknownRule { index, id });
+            }
+            if let Some(field) = ex.fields.iter().find(|f| !config::is_field_pattern(f)) {
+                return Err(invalid(format!("fields: {field:?} is not a field")));
+            }
+        }
+        self.crs_exclusions = exclusions.iter().map(CompiledCrsExclusion::new).collect();
+        Ok(self)
+    }
+
+    /// Why the vendored CRS rules could not be loaded, if they could not (never with the
+    /// checked-in file: `crs::tests::every_vendored_rule_compiles`).
+    pub fn crs_load_error(&self) -> Option<&CrsError> {
+        self.crs.err()
     }
 
     /// The configuration this WAF was built from.
@@ -187,6 +254,13 @@ impl Waf {
                 .iter()
                 .filter(|e| req.path.starts_with(e.path_prefix.as_str()))
                 .collect(),
+            crs_exclusions: self
+                .crs_exclusions
+                .iter()
+                .filter(|e| req.path.starts_with(e.path_prefix.as_str()))
+                .collect(),
+            crs_score: 0,
+            crs_hits: Vec::new(),
             findings: Vec::new(),
         };
         if self.enabled == 0 {
@@ -202,6 +276,13 @@ impl Waf {
         }
         self.headers(&mut run, req.headers);
         self.body(&mut run, req);
+        // CRS anomaly scoring: CRS matches block only together (critical 5, error 4, warning
+        // 3, notice 2; threshold 5), unless another detector already flagged the request.
+        if run.crs_score < crs::INBOUND_THRESHOLD
+            && run.findings.iter().all(|f| f.crs_rule.is_some())
+        {
+            run.findings.clear();
+        }
         run.findings
     }
 
@@ -264,7 +345,7 @@ impl Waf {
             // Other types (XML, text, binary) are not parsed; a JNDI lookup is dangerous in any
             // of them, because Java backends log bodies, and so are serialized objects and
             // gadget class names (XStream, XMLDecoder and deserializing endpoints).
-            run.check(&raw_body, RuleId::Log4shell.bit() | RuleId::Java.bit());
+            run.check_own(&raw_body, RuleId::Log4shell.bit() | RuleId::Java.bit());
             return;
         }
         for field in &fields {
@@ -311,6 +392,11 @@ fn header_field<'a>(name: &'a str, value: &'a [u8]) -> Field<'a> {
 struct Run<'w> {
     waf: &'w Waf,
     exclusions: Vec<&'w CompiledExclusion>,
+    crs_exclusions: Vec<&'w CompiledCrsExclusion>,
+    /// The CRS anomaly score of the CRS matches so far.
+    crs_score: u32,
+    /// Scratch space for one field's CRS matches, kept to avoid an allocation per field.
+    crs_hits: Vec<crs::Hit>,
     findings: Vec<Finding>,
 }
 
@@ -346,6 +432,9 @@ impl Run<'_> {
             };
             self.check(&field, PATH_SEGMENT);
         }
+        // CRS's REQUEST_FILENAME rules read the whole path; after the segments, so that a
+        // segment's own finding is not repeated as a CRS one.
+        self.crs(&whole);
     }
 
     /// The rules of `mask` that are enabled and not excluded for this field.
@@ -360,8 +449,102 @@ impl Run<'_> {
         mask
     }
 
-    /// Runs the detectors of `mask` on one field's decoded forms.
+    /// Runs CRS's 941/942 rules that target this field's kind on it, and reports the first
+    /// rule of each family that matched unless rollgate's own detector of that family already
+    /// reported this field.
+    fn crs(&mut self, field: &Field<'_>) {
+        let Ok(rules) = self.waf.crs else {
+            return;
+        };
+        let Some(target) = crs_target(field) else {
+            return;
+        };
+        if !rules.targets(target) {
+            return;
+        }
+        let families = self.enabled_for(field, RuleId::Sqli.bit() | RuleId::Xss.bit());
+        if families == 0 {
+            return;
+        }
+        // A client's headers and cookies repeat: remember those the rules found clean (the
+        // verdict depends only on the bytes, the target and the paranoia level).
+        let memo_bit = match field.kind {
+            Kind::Header | Kind::Cookie => crs::memo_bit(target, self.waf.config.paranoia),
+            _ => 0,
+        };
+        let known = if memo_bit != 0 {
+            memo::known_clean(&field.value)
+        } else {
+            0
+        };
+        if known & memo_bit != 0 {
+            return;
+        }
+        // What CRS's request parser hands the rules: query and form pairs decoded once (then
+        // each rule's t:urlDecodeUni decodes again), the path decoded once, the rest raw.
+        let base: Cow<'_, [u8]> = match field.kind {
+            Kind::Query | Kind::QueryKey | Kind::Form | Kind::FormKey | Kind::Path => {
+                decode::percent_decode_once(&field.value, field.kind.plus())
+                    .map_or(Cow::Borrowed(&*field.value), Cow::Owned)
+            }
+            _ => Cow::Borrowed(&*field.value),
+        };
+        let plain_path = target == Target::Filename && crs::is_plain_path(&base);
+        let mut hits = std::mem::take(&mut self.crs_hits);
+        hits.clear();
+        rules.scan(target, &base, plain_path, &mut hits);
+        if hits.is_empty() && memo_bit != 0 {
+            memo::remember_clean(&field.value, known | memo_bit);
+        }
+        if !hits.is_empty() {
+            let label = (!self.crs_exclusions.is_empty()).then(|| field.label());
+            for hit in &hits {
+                let Some(rule) = rules.rule(hit.rule) else {
+                    continue;
+                };
+                if families & rule.family.bit() == 0 {
+                    continue;
+                }
+                if let Some(label) = &label
+                    && self.crs_exclusions.iter().any(|e| e.skips(rule.id, label))
+                {
+                    continue;
+                }
+                self.crs_score += rule.severity.score();
+                self.report_crs(field, rule.family, rule.id, &hit.matched);
+            }
+        }
+        self.crs_hits = hits;
+    }
+
+    fn report_crs(&mut self, field: &Field<'_>, family: RuleId, id: u32, matched: &[u8]) {
+        let label = field.label();
+        if self
+            .findings
+            .iter()
+            .any(|f| f.rule == family && f.field == label)
+        {
+            return;
+        }
+        self.findings.push(Finding {
+            rule: family,
+            field: label,
+            matched: matched_for_log(matched),
+            fingerprint: None,
+            crs_rule: Some(id),
+        });
+    }
+
+    /// Runs the detectors of `mask` on one field's decoded forms, then the CRS rules.
     fn check(&mut self, field: &Field<'_>, mask: u8) {
+        self.check_own(field, mask);
+        if field.kind != Kind::Path {
+            self.crs(field);
+        }
+    }
+
+    /// Runs rollgate's own detectors of `mask` on one field's decoded forms.
+    fn check_own(&mut self, field: &Field<'_>, mask: u8) {
         let mask = self.enabled_for(field, mask);
         if mask == 0 {
             return;
@@ -374,11 +557,12 @@ impl Run<'_> {
         let memoizable = matches!(field.kind, Kind::Header | Kind::Cookie)
             && mask & both == both
             && !is_upload_name(field);
-        let known = if memoizable {
-            memo::known_clean(&field.value) & MEMOIZED
+        let known_all = if memoizable {
+            memo::known_clean(&field.value)
         } else {
             0
         };
+        let known = u8::try_from(known_all & u16::from(MEMOIZED)).unwrap_or(0);
         let mask = mask & !known;
         if mask == 0 {
             return;
@@ -427,7 +611,7 @@ impl Run<'_> {
         // was merely deduplicated), together with what was already known.
         let checked = mask & MEMOIZED;
         if memoizable && checked != 0 && !memo_hit {
-            memo::remember_clean(&field.value, known | checked);
+            memo::remember_clean(&field.value, known_all | u16::from(checked));
         }
     }
 
@@ -443,11 +627,38 @@ impl Run<'_> {
             field: field.label(),
             matched: matched_for_log(value),
             fingerprint,
+            crs_rule: None,
         };
         if !self.findings.contains(&finding) {
             self.findings.push(finding);
         }
     }
+}
+
+/// The CRS target of a field, `None` for those CRS does not inspect (multipart file names are
+/// `FILES`; a body of an unparsed type is not `ARGS`). The path segments are not targets
+/// either: the whole path is `REQUEST_FILENAME`.
+fn crs_target(field: &Field<'_>) -> Option<Target> {
+    Some(match field.kind {
+        Kind::Query | Kind::Form | Kind::Json | Kind::Multipart | Kind::Body => Target::Args,
+        Kind::QueryKey | Kind::FormKey | Kind::JsonKey => Target::ArgNames,
+        Kind::Cookie => Target::Cookies,
+        Kind::CookieName => Target::CookieNames,
+        Kind::Path => Target::Filename,
+        Kind::MultipartFilename => return None,
+        Kind::Header => {
+            let name = &*field.name;
+            if name.eq_ignore_ascii_case(b"user-agent") {
+                Target::UserAgent
+            } else if name.eq_ignore_ascii_case(b"referer") {
+                Target::Referer
+            } else if name.eq_ignore_ascii_case(b"cookie") {
+                Target::CookieHeader
+            } else {
+                Target::OtherHeader
+            }
+        }
+    })
 }
 
 /// The once-decoded form when it differs from the fully decoded one: a value whose second

@@ -1,5 +1,5 @@
 //! A per-thread memo of header and cookie values that the byte-deterministic detectors (SQLi,
-//! XSS, RCE, Java) already found clean — each entry records which of them it was checked by — so a client's `User-Agent`, `Referer` and session cookie are run through libinjection
+//! XSS, RCE, Java, the CRS rules of one target and paranoia level) already found clean — each entry records which of them it was checked by — so a client's `User-Agent`, `Referer` and session cookie are run through libinjection
 //! once per worker thread rather than on every request.
 //!
 //! Why: libinjectionrs spends ~8–12 µs on a browser User-Agent or a Referer URL (keyword lookups
@@ -18,8 +18,10 @@ const SLOTS: usize = 256;
 /// Longer values are not remembered: they are rare and would make the memo large.
 pub(crate) const MAX_LEN: usize = 512;
 
-/// One slot: the rule bits ([`crate::RuleId::bit`]) the value was found clean by, and the value.
-type Slot = Option<(u8, Box<[u8]>)>;
+/// One slot: the bits of the detectors the value was found clean by ([`crate::RuleId::bit`] in
+/// the low byte, CRS targets per paranoia level in the high byte, see `crs::memo_bit`), and the
+/// value.
+type Slot = Option<(u16, Box<[u8]>)>;
 
 thread_local! {
     static CLEAN: RefCell<Vec<Slot>> = RefCell::new(vec![None; SLOTS]);
@@ -36,7 +38,7 @@ fn slot(value: &[u8]) -> usize {
 }
 
 /// The rule bits `value` was found clean by on this thread (0 when unknown).
-pub(crate) fn known_clean(value: &[u8]) -> u8 {
+pub(crate) fn known_clean(value: &[u8]) -> u16 {
     if value.len() > MAX_LEN {
         return 0;
     }
@@ -51,7 +53,7 @@ pub(crate) fn known_clean(value: &[u8]) -> u8 {
 }
 
 /// Records that `value` was found clean by the detectors of `rules`.
-pub(crate) fn remember_clean(value: &[u8], rules: u8) {
+pub(crate) fn remember_clean(value: &[u8], rules: u16) {
     if value.len() > MAX_LEN || rules == 0 {
         return;
     }

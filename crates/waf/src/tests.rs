@@ -230,12 +230,25 @@ fn cookies_are_inspected_by_name() {
 
 #[test]
 fn attack_headers_get_injection_detectors_other_headers_do_not() {
+    let sqli: &[u8] = b"1' OR '1'='1";
+    let findings = with_headers(&[("Referer", sqli), ("X-Custom", sqli)]);
+    assert_eq!(
+        rules_and_fields(&findings),
+        vec![(RuleId::Sqli, "header:referer")]
+    );
+    // Except for CRS's PL1 rules that read every header (941110 script tags, 941120 event
+    // handlers), as nginx + ModSecurity + CRS do.
     let payload: &[u8] = b"<script>alert(1)</script>";
     let findings = with_headers(&[("Referer", payload), ("X-Custom", payload)]);
     assert_eq!(
         rules_and_fields(&findings),
-        vec![(RuleId::Xss, "header:referer")]
+        vec![
+            (RuleId::Xss, "header:referer"),
+            (RuleId::Xss, "header:x-custom")
+        ]
     );
+    assert_eq!(findings[1].crs_rule, Some(941110));
+    assert_eq!(findings[1].rule_name(), "crs-941110");
     let strict = Waf::new(WafConfig {
         paranoia: Paranoia::Strict,
         ..WafConfig::default()
@@ -669,4 +682,205 @@ fn random_input_never_panics() {
             assert!(f.matched.chars().count() <= MATCHED_MAX_CHARS);
         }
     }
+}
+
+fn crs_ids(findings: &[Finding]) -> Vec<(RuleId, &str, Option<u32>)> {
+    findings
+        .iter()
+        .map(|f| (f.rule, f.field.as_str(), f.crs_rule))
+        .collect()
+}
+
+fn form_with(waf: &Waf, body: &[u8]) -> Vec<Finding> {
+    waf.inspect(&RequestView {
+        method: "POST",
+        path: "/post",
+        query: None,
+        headers: &[],
+        content_type: Some("application/x-www-form-urlencoded"),
+        body,
+    })
+}
+
+/// Payloads from the CRS regression suite (`tests/REQUEST-94x-*/<id>.yaml`) that libinjection
+/// does not report: found by the vendored CRS rule, named by its id.
+#[test]
+fn crs_rules_find_what_libinjection_misses_and_name_the_rule() {
+    assert_eq!(
+        crs_ids(&post(
+            "application/x-www-form-urlencoded",
+            b"941180-1=window.location"
+        )),
+        vec![(RuleId::Xss, "form:941180-1", Some(941180))]
+    );
+    assert_eq!(
+        crs_ids(&get("/get", Some("sql_table=pg_catalog"))),
+        vec![(RuleId::Sqli, "query:sql_table", Some(942140))]
+    );
+    assert_eq!(
+        crs_ids(&post(
+            "application/x-www-form-urlencoded",
+            b"var=1234%20AS%20%22foobar%22%20FROM%20tablevar2=whatever"
+        )),
+        vec![(RuleId::Sqli, "form:var", Some(942360))]
+    );
+    let union = get("/get", Some("var=union%20select%20col%20from"));
+    assert_eq!(union.len(), 1);
+    assert_eq!(union[0].rule, RuleId::Sqli);
+    assert!(union[0].crs_rule.is_some());
+}
+
+#[test]
+fn crs_finding_carries_the_matched_text_and_serializes_its_id() {
+    let findings = get("/", Some("q=x%20window.location%20y"));
+    assert_eq!(findings.len(), 1);
+    assert_eq!(findings[0].matched, "window.location");
+    let json = serde_json::to_string(&findings).unwrap_or_default();
+    assert_eq!(
+        json,
+        r#"[{"rule":"xss","field":"query:q","matched":"window.location","fingerprint":null,"crs_rule":941180}]"#
+    );
+}
+
+#[test]
+fn libinjection_findings_are_not_repeated_as_crs_findings() {
+    let findings = get("/", Some("q=%3Cscript%3Ealert(1)%3C/script%3E"));
+    assert_eq!(crs_ids(&findings), vec![(RuleId::Xss, "query:q", None)]);
+}
+
+#[test]
+fn crs_exclusion_switches_one_rule_off_under_a_prefix() {
+    let Ok(w) = waf().with_crs_exclusions(&[CrsExclusion {
+        path_prefix: "/docs/".into(),
+        rules: vec![941180],
+        fields: vec!["form:*".into()],
+    }]) else {
+        panic!("valid CRS exclusion rejected")
+    };
+    let body = b"snippet=window.location";
+    let at = |path: &'static str| {
+        w.inspect(&RequestView {
+            method: "POST",
+            path,
+            query: None,
+            headers: &[],
+            content_type: Some("application/x-www-form-urlencoded"),
+            body,
+        })
+    };
+    assert_eq!(at("/docs/edit"), vec![]);
+    assert_eq!(at("/api/edit").len(), 1);
+    // Other CRS rules and the detectors still apply under the prefix.
+    let other = w.inspect(&RequestView {
+        method: "GET",
+        path: "/docs/x",
+        query: Some("sql_table=pg_catalog"),
+        headers: &[],
+        content_type: None,
+        body: b"",
+    });
+    assert_eq!(
+        crs_ids(&other),
+        vec![(RuleId::Sqli, "query:sql_table", Some(942140))]
+    );
+    // A detector exclusion (`xss`) switches off the 941 rules too.
+    let Ok(no_xss) = Waf::new(WafConfig {
+        exclusions: vec![Exclusion {
+            path_prefix: "/".into(),
+            rules: vec![RuleId::Xss],
+            fields: vec![],
+        }],
+        ..WafConfig::default()
+    }) else {
+        panic!("valid exclusion rejected")
+    };
+    assert_eq!(form_with(&no_xss, body), vec![]);
+}
+
+#[test]
+fn invalid_crs_exclusions_are_rejected() {
+    let reject = |ex: CrsExclusion| waf().with_crs_exclusions(&[ex]).err();
+    assert!(matches!(
+        reject(CrsExclusion {
+            path_prefix: "/".into(),
+            rules: vec![942999],
+            fields: vec![],
+        }),
+        Some(CrsError::UnknownRule {
+            index: 0,
+            id: 942999
+        })
+    ));
+    assert!(matches!(
+        reject(CrsExclusion {
+            path_prefix: "api".into(),
+            rules: vec![942140],
+            fields: vec![],
+        }),
+        Some(CrsError::InvalidExclusion { index: 0, .. })
+    ));
+    assert!(matches!(
+        reject(CrsExclusion {
+            path_prefix: "/".into(),
+            rules: vec![],
+            fields: vec![],
+        }),
+        Some(CrsError::InvalidExclusion { index: 0, .. })
+    ));
+    assert!(matches!(
+        reject(CrsExclusion {
+            path_prefix: "/".into(),
+            rules: vec![942140],
+            fields: vec!["bogus:x".into()],
+        }),
+        Some(CrsError::InvalidExclusion { index: 0, .. })
+    ));
+    assert!(crs_rule_ids(Paranoia::Normal).contains(&942140));
+    assert!(!crs_rule_ids(Paranoia::Normal).contains(&942540));
+    assert!(crs_rule_ids(Paranoia::Strict).contains(&942540));
+    assert!(crs_rule_message(942140).is_some_and(|m| m.contains("SQL")));
+}
+
+/// CRS anomaly scoring at `Paranoia::Strict`: 942430 (12 special characters) is a WARNING (3
+/// points), below the threshold of 5 alone; twice in one request it blocks.
+#[test]
+fn crs_warnings_block_only_together() {
+    let Ok(strict) = Waf::new(WafConfig {
+        paranoia: Paranoia::Strict,
+        ..WafConfig::default()
+    }) else {
+        panic!("strict config rejected")
+    };
+    let one = form_with(&strict, b"a=x~x~x~x~x~x~x~x~x~x~x~x~x~x");
+    assert_eq!(one, vec![]);
+    let two = form_with(
+        &strict,
+        b"a=x~x~x~x~x~x~x~x~x~x~x~x~x~x&b=y~y~y~y~y~y~y~y~y~y~y~y~y~y",
+    );
+    assert_eq!(
+        crs_ids(&two),
+        vec![
+            (RuleId::Sqli, "form:a", Some(942430)),
+            (RuleId::Sqli, "form:b", Some(942430))
+        ]
+    );
+    // At the default level the PL2 rule does not run at all.
+    assert_eq!(
+        form_with(
+            &waf(),
+            b"a=x~x~x~x~x~x~x~x~x~x~x~x~x~x&b=y~y~y~y~y~y~y~y~y~y~y~y~y~y"
+        ),
+        vec![]
+    );
+}
+
+#[test]
+fn crs_xss_rules_skip_plain_paths_but_read_others() {
+    // 941010: a path of letters, digits and `-./_` is exempt from the xss-perf-disable rules.
+    assert_eq!(get("/docs/window.location", None), vec![]);
+    let findings = get("/docs/%22window.location%22", None);
+    assert_eq!(
+        crs_ids(&findings),
+        vec![(RuleId::Xss, "path", Some(941180))]
+    );
 }
