@@ -1,20 +1,27 @@
-//! The access log: one JSON object per line, written off the request path by a background task
-//! fed through a bounded channel. When the writer falls behind, lines are dropped and counted
-//! rather than slowing requests down.
+//! The access log: one JSON object per line, written off the request path. Each request
+//! serialises its line into a per-thread scratch buffer and appends it to one shared in-memory
+//! batch under a short lock; a dedicated writer thread swaps the batch out and writes it to the
+//! file every [`FLUSH_EVERY`] (sooner when it passes [`WAKE_AT`]). Requests never wait for the
+//! disk and never wake another thread per line (a channel with a task per line did, and cost
+//! a cross-thread wake-up per request); when the batch is full because the disk is slow, lines
+//! are dropped and counted rather than slowing requests down.
 
+use std::cell::RefCell;
+use std::fs::File;
+use std::io::Write;
 use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
 use std::time::Duration;
-
-use tokio::io::{AsyncWriteExt, BufWriter};
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::record::EdgeDecision;
 
-/// Lines buffered between requests and the writer before new lines are dropped.
-const CHANNEL_CAPACITY: usize = 16 * 1024;
+/// Bytes of log lines held in memory before new lines are dropped (counted in the metrics).
+const MAX_BATCH: usize = 8 * 1024 * 1024;
+/// A batch this large wakes the writer before its next tick.
+const WAKE_AT: usize = 256 * 1024;
 /// Written lines reach the file at least this often.
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
 
@@ -45,127 +52,169 @@ pub(crate) struct Entry<'a> {
     pub(crate) edge: &'a [EdgeDecision],
 }
 
-/// Request-side handle: serialises entries and hands them to the writer without waiting.
+/// Request-side handle: serialises entries and appends them to the batch without waiting.
 #[derive(Clone)]
 pub(crate) struct AccessLog {
-    lines: mpsc::Sender<Vec<u8>>,
+    shared: Arc<Batch>,
     metrics: Metrics,
 }
 
-/// Owner of the writer task; [`AccessLogWriter::close`] flushes what was queued and stops it.
+/// Owner of the writer thread; [`AccessLogWriter::close`] writes what was queued and stops it.
 pub(crate) struct AccessLogWriter {
-    close: oneshot::Sender<()>,
-    task: JoinHandle<()>,
+    shared: Arc<Batch>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The lines not yet written, and the writer's wake-up call.
+struct Batch {
+    state: Mutex<BatchState>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct BatchState {
+    lines: Vec<u8>,
+    closing: bool,
+}
+
+thread_local! {
+    /// Serialisation scratch space, reused by every line this thread writes.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 impl AccessLog {
-    /// Opens `path` for appending (creating it) and starts the writer task.
+    /// Opens `path` for appending (creating it) and starts the writer thread.
     pub(crate) fn open(
         path: &Path,
         metrics: Metrics,
     ) -> Result<(AccessLog, AccessLogWriter), GatewayError> {
+        let open_error = |source| GatewayError::AccessLog {
+            path: path.to_owned(),
+            source,
+        };
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
-            .map_err(|source| GatewayError::AccessLog {
-                path: path.to_owned(),
-                source,
-            })?;
-        let (lines, rx) = mpsc::channel(CHANNEL_CAPACITY);
-        let (close, closed) = oneshot::channel();
-        let task = tokio::spawn(write_lines(
-            tokio::fs::File::from_std(file),
-            rx,
-            closed,
-            path.display().to_string(),
-        ));
+            .map_err(open_error)?;
+        let shared = Arc::new(Batch {
+            state: Mutex::new(BatchState::default()),
+            wake: Condvar::new(),
+        });
+        let writer_shared = Arc::clone(&shared);
+        let display = path.display().to_string();
+        let thread = std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || write_batches(file, &writer_shared, &display))
+            .map_err(open_error)?;
         Ok((
-            AccessLog { lines, metrics },
-            AccessLogWriter { close, task },
+            AccessLog {
+                shared: Arc::clone(&shared),
+                metrics,
+            },
+            AccessLogWriter {
+                shared,
+                thread: Some(thread),
+            },
         ))
     }
 
-    /// Queues one line; drops and counts it if the writer is behind or gone.
+    /// Appends one line to the batch; drops and counts it if the batch is full or closed.
     pub(crate) fn write(&self, entry: &Entry<'_>) {
-        let mut line = match serde_json::to_vec(entry) {
-            Ok(line) => line,
-            Err(err) => {
+        SCRATCH.with_borrow_mut(|line| {
+            line.clear();
+            if let Err(err) = serde_json::to_writer(&mut *line, entry) {
                 tracing::warn!(error = %err, "access log entry not serialisable");
                 self.metrics.count_access_log_drop();
                 return;
             }
-        };
-        line.push(b'\n');
-        if self.lines.try_send(line).is_err() {
-            self.metrics.count_access_log_drop();
-        }
+            line.push(b'\n');
+            let mut state = self
+                .shared
+                .state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if state.closing || state.lines.len() + line.len() > MAX_BATCH {
+                drop(state);
+                self.metrics.count_access_log_drop();
+                return;
+            }
+            let before = state.lines.len();
+            state.lines.extend_from_slice(line);
+            let crossed = before < WAKE_AT && state.lines.len() >= WAKE_AT;
+            drop(state);
+            if crossed {
+                self.shared.wake.notify_one();
+            }
+        });
     }
 }
 
 impl AccessLogWriter {
-    /// Writes the lines already queued, flushes, and stops the task; waits at most `limit`.
-    pub(crate) async fn close(self, limit: Duration) {
-        let _ = self.close.send(());
-        if tokio::time::timeout(limit, self.task).await.is_err() {
+    /// Writes the lines already queued, flushes, and stops the thread; waits at most `limit`.
+    pub(crate) async fn close(mut self, limit: Duration) {
+        self.stop();
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        let joined = tokio::task::spawn_blocking(move || thread.join());
+        if tokio::time::timeout(limit, joined).await.is_err() {
             tracing::warn!("access log writer did not finish in time; last lines may be lost");
         }
     }
 }
 
-async fn write_lines(
-    file: tokio::fs::File,
-    mut lines: mpsc::Receiver<Vec<u8>>,
-    mut closed: oneshot::Receiver<()>,
-    path: String,
-) {
-    let mut out = BufWriter::new(file);
-    let mut tick = tokio::time::interval(FLUSH_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut pending = false;
+impl AccessLogWriter {
+    /// Tells the thread to write what is queued and end.
+    fn stop(&self) {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .closing = true;
+        self.shared.wake.notify_one();
+    }
+}
+
+impl Drop for AccessLogWriter {
+    /// A gateway dropped without `close` (its task was aborted) still ends the thread.
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The writer thread: waits for a tick, a large batch or closing, swaps the batch out and
+/// writes it; ends after writing the last batch once closing.
+fn write_batches(mut file: File, batch: &Batch, path: &str) {
+    let mut out = Vec::new();
     let mut failing = false;
     loop {
-        tokio::select! {
-            biased;
-            _ = &mut closed => {
-                while let Ok(line) = lines.try_recv() {
-                    write_line(&mut out, &line, &path, &mut failing).await;
-                }
-                break;
+        let closing = {
+            let state = batch.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let (mut state, _) = batch
+                .wake
+                .wait_timeout_while(state, FLUSH_EVERY, |s| {
+                    !s.closing && s.lines.len() < WAKE_AT
+                })
+                .unwrap_or_else(PoisonError::into_inner);
+            std::mem::swap(&mut state.lines, &mut out);
+            state.closing
+        };
+        if !out.is_empty() {
+            match file.write_all(&out) {
+                Ok(()) => failing = false,
+                Err(err) => report(err, path, &mut failing),
             }
-            _ = tick.tick() => {
-                if pending {
-                    flush(&mut out, &path, &mut failing).await;
-                    pending = false;
-                }
-            }
-            line = lines.recv() => match line {
-                Some(line) => {
-                    write_line(&mut out, &line, &path, &mut failing).await;
-                    pending = true;
-                }
-                None => break,
-            },
+            out.clear();
+            // Do not keep a burst's worth of memory for ever.
+            out.shrink_to(WAKE_AT);
+        }
+        if closing {
+            break;
         }
     }
-    flush(&mut out, &path, &mut failing).await;
-}
-
-async fn write_line(
-    out: &mut BufWriter<tokio::fs::File>,
-    line: &[u8],
-    path: &str,
-    failing: &mut bool,
-) {
-    match out.write_all(line).await {
-        Ok(()) => *failing = false,
-        Err(err) => report(err, path, failing),
-    }
-}
-
-async fn flush(out: &mut BufWriter<tokio::fs::File>, path: &str, failing: &mut bool) {
-    if let Err(err) = out.flush().await {
-        report(err, path, failing);
+    if let Err(err) = file.flush() {
+        report(err, path, &mut failing);
     }
 }
 

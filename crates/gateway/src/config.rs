@@ -48,6 +48,10 @@ pub struct GatewayConfig {
     pub idle_pool_timeout: Duration,
     /// After shutdown is requested, in-flight requests get this long to finish.
     pub shutdown_grace: Duration,
+    /// Threads serving this listener, each with its own single-threaded runtime and upstream
+    /// connection pool (as nginx runs one worker process per core). `0` (the default) means
+    /// one per CPU core the process may use.
+    pub workers: usize,
     /// A request header naming an alias (`green`, `blue`, `live`) that sends the request to
     /// that alias's version whatever the weights, so testers can reach a candidate before it
     /// gets user traffic. `None` (the default) disables it.
@@ -72,6 +76,7 @@ impl Default for GatewayConfig {
             body_read_timeout: Duration::from_secs(30),
             idle_pool_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            workers: 0,
             override_header: None,
             edge: None,
         }

@@ -21,6 +21,15 @@ pub enum GatewayError {
         #[source]
         source: std::io::Error,
     },
+    /// A serving thread or its runtime could not be set up.
+    #[error("gateway for environment {env} cannot start its workers: {source}")]
+    Worker {
+        /// The environment the gateway serves.
+        env: String,
+        /// The operating system's reason.
+        #[source]
+        source: std::io::Error,
+    },
     /// The access log file could not be opened for appending.
     #[error("gateway cannot open access log {}: {source}", path.display())]
     AccessLog {

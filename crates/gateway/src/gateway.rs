@@ -98,6 +98,14 @@ impl Gateway {
     /// for at most `shutdown_grace` (default 10 s); connections still open then are dropped.
     /// The access log is flushed before returning. Accept errors (such as running out of file
     /// descriptors) are logged and retried, never fatal.
+    ///
+    /// Connections are served by [`GatewayConfig::workers`] threads, each running its own
+    /// single-threaded Tokio runtime that accepts from the shared listening socket, serves its
+    /// connections and keeps its own upstream connection pool. A request and the upstream
+    /// connection serving it then live on one thread: none of the cross-thread task wake-ups a
+    /// shared work-stealing runtime makes on every proxied request (measured in
+    /// `docs/benchmarks.md`). What the workers share (routing table, metrics, rate limits,
+    /// access log) is thread-safe.
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -114,35 +122,61 @@ impl Gateway {
             Some((log, writer)) => (Some(log), Some(writer)),
             None => (None, None),
         };
-        let grace = config.shutdown_grace;
         let env: Arc<str> = Arc::from(config.env.as_str());
-        let shared = Arc::new(Shared {
-            env: Arc::clone(&env),
-            client: upstream_client(&config),
-            config,
-            routes,
-            metrics,
-            access_log,
-        });
-
-        let mut http = http1::Builder::new();
-        http.timer(TokioTimer::new())
-            .keep_alive(true)
-            .header_read_timeout(shared.config.header_read_timeout)
-            // A hard ceiling on what one connection buffers; the precise limit, with a JSON
-            // answer and a log line, is the limits phase.
-            .max_buf_size(
-                shared
-                    .config
-                    .max_header_bytes
-                    .saturating_mul(2)
-                    .max(MIN_CONN_BUFFER),
-            );
-        if shared.config.max_headers > HYPER_DEFAULT_MAX_HEADERS {
-            http.max_headers(shared.config.max_headers.saturating_mul(2));
+        let http = http_builder(&config);
+        let worker_error = |source| GatewayError::Worker {
+            env: config.env.clone(),
+            source,
+        };
+        let listener = listener.into_std().map_err(worker_error)?;
+        let count = match config.workers {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            n => n,
+        };
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let (ended, mut worker_ended) = tokio::sync::mpsc::unbounded_channel();
+        let mut threads = Vec::with_capacity(count);
+        for index in 0..count {
+            let listener = listener.try_clone().map_err(worker_error)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(worker_error)?;
+            let shared = Arc::new(Shared {
+                env: Arc::clone(&env),
+                client: upstream_client(&config),
+                config: config.clone(),
+                routes: routes.clone(),
+                metrics: metrics.clone(),
+                access_log: access_log.clone(),
+            });
+            let worker = Worker {
+                shared,
+                http: http.clone(),
+                stopped: stopped.clone(),
+            };
+            let ended = ended.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("gateway-{index}"))
+                .spawn(move || {
+                    let result = runtime.block_on(worker.run(listener));
+                    // The runtime's own tasks (connections past the grace) end here.
+                    drop(runtime);
+                    let _ = ended.send((index, result));
+                })
+                .map_err(worker_error);
+            match thread {
+                Ok(thread) => threads.push(thread),
+                Err(err) => {
+                    // Stop the workers already started before reporting.
+                    let _ = stop.send(true);
+                    return Err(err);
+                }
+            }
         }
-        let sweeper = shared
-            .config
+        drop(ended);
+        drop(listener);
+        let sweeper = config
             .edge
             .clone()
             .filter(|edge| edge.has_rate_limit())
@@ -156,13 +190,75 @@ impl Gateway {
                     }
                 })
             });
-        let graceful = GracefulShutdown::new();
-        let mut shutdown = std::pin::pin!(shutdown);
 
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut running = count;
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                ended = worker_ended.recv() => match ended {
+                    // A worker only returns early when it could not serve at all.
+                    Some((index, result)) => {
+                        running -= 1;
+                        if let Err(err) = result {
+                            tracing::error!(env = %env, worker = index, error = %err, "gateway worker stopped");
+                        }
+                        if running == 0 {
+                            break;
+                        }
+                    }
+                    None => break,
+                },
+            }
+        }
+        tracing::info!(env = %env, addr = %local_addr, "gateway stopping; draining connections");
+        let _ = stop.send(true);
+        // Each worker drains for at most the grace period; join them off the runtime.
+        let joined = tokio::task::spawn_blocking(move || {
+            threads
+                .into_iter()
+                .filter_map(|thread| thread.join().err())
+                .count()
+        })
+        .await;
+        if let Ok(panicked) = joined
+            && panicked > 0
+        {
+            tracing::error!(env = %env, panicked, "gateway workers panicked");
+        }
+        if let Some(sweeper) = sweeper {
+            sweeper.abort();
+        }
+        if let Some(writer) = writer {
+            drop(access_log);
+            writer.close(ACCESS_LOG_CLOSE).await;
+        }
+        Ok(())
+    }
+}
+
+/// One serving thread's state.
+struct Worker {
+    shared: Arc<Shared>,
+    http: http1::Builder,
+    stopped: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Worker {
+    /// Accepts and serves connections until told to stop, then drains them for at most the
+    /// shutdown grace. Runs inside this worker's own runtime.
+    async fn run(mut self, listener: std::net::TcpListener) -> Result<(), std::io::Error> {
+        let listener = TcpListener::from_std(listener)?;
+        let env = Arc::clone(&self.shared.env);
+        let graceful = GracefulShutdown::new();
         loop {
             let (stream, peer) = tokio::select! {
                 biased;
-                () = &mut shutdown => break,
+                changed = self.stopped.wait_for(|stop| *stop) => {
+                    // Told to stop, or the gateway is gone: either way stop accepting.
+                    let _ = changed;
+                    break;
+                }
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(err) => {
@@ -176,36 +272,49 @@ impl Gateway {
             if let Err(err) = stream.set_nodelay(true) {
                 tracing::debug!(error = %err, "cannot set TCP_NODELAY");
             }
-            let shared = Arc::clone(&shared);
+            let shared = Arc::clone(&self.shared);
             let service = service_fn(move |request| {
                 let shared = Arc::clone(&shared);
                 async move { Ok::<_, Infallible>(phases::handle(shared, peer, request).await) }
             });
-            let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+            let connection =
+                graceful.watch(self.http.serve_connection(TokioIo::new(stream), service));
             tokio::spawn(async move {
                 if let Err(err) = connection.await {
                     tracing::debug!(client = %peer, error = %err, "client connection ended with an error");
                 }
             });
         }
-
         drop(listener);
-        tracing::info!(env = %env, addr = %local_addr, "gateway stopping; draining connections");
+        let grace = self.shared.config.shutdown_grace;
         if tokio::time::timeout(grace, graceful.shutdown())
             .await
             .is_err()
         {
             tracing::warn!(env = %env, grace = ?grace, "connections still open after the shutdown grace");
         }
-        if let Some(sweeper) = sweeper {
-            sweeper.abort();
-        }
-        drop(shared);
-        if let Some(writer) = writer {
-            writer.close(ACCESS_LOG_CLOSE).await;
-        }
         Ok(())
     }
+}
+
+/// The HTTP/1.1 server settings every worker serves its connections with.
+fn http_builder(config: &GatewayConfig) -> http1::Builder {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(config.header_read_timeout)
+        // A hard ceiling on what one connection buffers; the precise limit, with a JSON
+        // answer and a log line, is the limits phase.
+        .max_buf_size(
+            config
+                .max_header_bytes
+                .saturating_mul(2)
+                .max(MIN_CONN_BUFFER),
+        );
+    if config.max_headers > HYPER_DEFAULT_MAX_HEADERS {
+        http.max_headers(config.max_headers.saturating_mul(2));
+    }
+    http
 }
 
 fn upstream_client(config: &GatewayConfig) -> UpstreamClient {
