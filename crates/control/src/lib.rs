@@ -177,6 +177,7 @@ pub async fn serve(
                 .override_header
                 .as_deref()
                 .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok()),
+            workers: config.server.gateway_workers.unwrap_or(0),
             ..GatewayConfig::default()
         }
         // [env.NAME.edge]: request limits, IP lists, rate limit, WAF, auth (docs/edge.md).

@@ -80,6 +80,9 @@ pub struct ServerConfig {
     /// Further API tokens with limited permissions (the data directory's `token` may do
     /// everything).
     pub tokens: Vec<TokenConfig>,
+    /// Threads serving each environment's gateway (like nginx's `worker_processes`); `None`
+    /// (the default) is one per CPU core.
+    pub gateway_workers: Option<usize>,
 }
 
 /// `server.tokens[i]`: an API token that may do only what it lists.
@@ -439,6 +442,7 @@ impl Config {
                         "master_key_file",
                         "master_key_env",
                         "tokens",
+                        "gateway_workers",
                     ],
                 );
                 let server = ServerConfig {
@@ -449,6 +453,9 @@ impl Config {
                     master_key_file: t.string("master_key_file", &mut cx).map(PathBuf::from),
                     master_key_env: t.string("master_key_env", &mut cx),
                     tokens: parse_tokens(&t, &mut cx),
+                    gateway_workers: t
+                        .int("gateway_workers", 1, 256, &mut cx)
+                        .and_then(|n| usize::try_from(n).ok()),
                 };
                 check_master_key(&server, &t, &mut cx);
                 server
@@ -459,6 +466,7 @@ impl Config {
                 master_key_file: None,
                 master_key_env: None,
                 tokens: Vec::new(),
+                gateway_workers: None,
             },
         };
 
@@ -1898,5 +1906,32 @@ listen = "127.0.0.1:9000"
         ] {
             assert!(errs.contains(needle), "{needle}\n{errs}");
         }
+    }
+
+    #[test]
+    fn gateway_workers_is_a_thread_count() {
+        let c = Config::parse(
+            &GOOD.replace("[app.api]", "[server]\ngateway_workers = 4\n\n[app.api]"),
+            "rollgate.toml",
+        )
+        .unwrap();
+        assert_eq!(c.server.gateway_workers, Some(4));
+        assert_eq!(
+            Config::parse(GOOD, "rollgate.toml")
+                .unwrap()
+                .server
+                .gateway_workers,
+            None
+        );
+        let errs = Config::parse(
+            &GOOD.replace("[app.api]", "[server]\ngateway_workers = 0\n\n[app.api]"),
+            "rollgate.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            errs.contains("rollgate.toml: server.gateway_workers:"),
+            "{errs}"
+        );
     }
 }

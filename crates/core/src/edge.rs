@@ -552,7 +552,7 @@ fn parse_waf(t: &T<'_>, mode: EdgeMode, cx: &mut Cx) -> Option<WafSettings> {
     };
     let max_inspected_bytes = size(&wt, "max_inspected", 0, 1 << 30, cx)
         .unwrap_or(rollgate_waf::DEFAULT_MAX_INSPECTED_BYTES);
-    let exclusions = parse_exclusions(&wt, cx);
+    let (exclusions, bad_rule_names) = parse_exclusions(&wt, strict, cx);
     let settings = WafSettings {
         rules,
         strict,
@@ -560,51 +560,85 @@ fn parse_waf(t: &T<'_>, mode: EdgeMode, cx: &mut Cx) -> Option<WafSettings> {
         exclusions,
     };
     // The detection crate owns the rules of a valid exclusion (known field kinds, a path
-    // prefix, something to skip); its errors are put back under this file's keys. Indexes
-    // count the detector-level entries it sees, so they are mapped back to the file's.
-    if let Err(errors) = settings.waf_config().validate() {
-        let ex = wt.child("exclusions");
-        let file_index: Vec<usize> = (0..settings.exclusions.len())
-            .filter(|&i| !settings.exclusions[i].crs_only())
-            .collect();
-        for e in errors {
-            let e = match e {
-                WafError::InvalidPathPrefix { index, prefix } => WafError::InvalidPathPrefix {
-                    index: file_index.get(index).copied().unwrap_or(index),
-                    prefix,
-                },
-                WafError::EmptyExclusion { index } => WafError::EmptyExclusion {
-                    index: file_index.get(index).copied().unwrap_or(index),
-                },
-                WafError::InvalidField { index, field } => WafError::InvalidField {
-                    index: file_index.get(index).copied().unwrap_or(index),
-                    field,
-                },
-            };
-            let (key, what) = match &e {
-                WafError::InvalidPathPrefix { index, .. } => {
-                    (format!("{ex}[{index}].path_prefix"), e.to_string())
+    // prefix, something to skip); its errors are put back under this file's keys. Its indexes
+    // count the detector-level entries it sees, so they are mapped back to the file's; entries
+    // of CRS rules alone get the same checks here. An entry whose rule names were all wrong
+    // already has its error: "name at least one rule" would only repeat it.
+    let file_index: Vec<usize> = (0..settings.exclusions.len())
+        .filter(|&i| !settings.exclusions[i].crs_only())
+        .collect();
+    let mut errors: Vec<WafError> = match settings.waf_config().validate() {
+        Ok(()) => Vec::new(),
+        Err(errors) => errors
+            .into_iter()
+            .map(|e| {
+                let at = |index: usize| file_index.get(index).copied().unwrap_or(index);
+                match e {
+                    WafError::InvalidPathPrefix { index, prefix } => WafError::InvalidPathPrefix {
+                        index: at(index),
+                        prefix,
+                    },
+                    WafError::EmptyExclusion { index } => {
+                        WafError::EmptyExclusion { index: at(index) }
+                    }
+                    WafError::InvalidField { index, field } => WafError::InvalidField {
+                        index: at(index),
+                        field,
+                    },
                 }
-                WafError::EmptyExclusion { index } => (format!("{ex}[{index}]"), e.to_string()),
-                WafError::InvalidField { index, .. } => {
-                    (format!("{ex}[{index}].fields"), e.to_string())
-                }
-            };
-            // The crate's message repeats its own relative key; keep what follows it.
-            let message = what
-                .split_once(": ")
-                .map_or(what.clone(), |(_, m)| m.to_string());
-            cx.err(&key, message);
+            })
+            .filter(|e| {
+                !matches!(e, WafError::EmptyExclusion { index } if bad_rule_names.contains(index))
+            })
+            .collect(),
+    };
+    for (index, entry) in settings.exclusions.iter().enumerate() {
+        if !entry.crs_only() {
+            continue;
         }
+        if !entry.path_prefix.starts_with('/') {
+            errors.push(WafError::InvalidPathPrefix {
+                index,
+                prefix: entry.path_prefix.clone(),
+            });
+        }
+        for field in &entry.fields {
+            if !rollgate_waf::is_field_pattern(field) {
+                errors.push(WafError::InvalidField {
+                    index,
+                    field: field.clone(),
+                });
+            }
+        }
+    }
+    let ex = wt.child("exclusions");
+    for e in errors {
+        let (key, what) = match &e {
+            WafError::InvalidPathPrefix { index, .. } => {
+                (format!("{ex}[{index}].path_prefix"), e.to_string())
+            }
+            WafError::EmptyExclusion { index } => (format!("{ex}[{index}]"), e.to_string()),
+            WafError::InvalidField { index, .. } => {
+                (format!("{ex}[{index}].fields"), e.to_string())
+            }
+        };
+        // The crate's message repeats its own relative key; keep what follows it.
+        let message = what
+            .split_once(": ")
+            .map_or(what.clone(), |(_, m)| m.to_string());
+        cx.err(&key, message);
     }
     Some(settings)
 }
 
-fn parse_exclusions(wt: &T<'_>, cx: &mut Cx) -> Vec<WafExclusion> {
+/// The entries, and the indexes of those that named no valid rule although they named some.
+fn parse_exclusions(wt: &T<'_>, strict: bool, cx: &mut Cx) -> (Vec<WafExclusion>, Vec<usize>) {
     let mut out = Vec::new();
+    let mut bad_rule_names = Vec::new();
     let example = "{ path_prefix = \"/search\", rules = [\"sqli\"] }";
-    let crs_known = rollgate_waf::crs_rule_ids(Paranoia::Strict);
-    for et in wt.tables("exclusions", example, cx) {
+    let crs_normal = rollgate_waf::crs_rule_ids(Paranoia::Normal);
+    let crs_strict = rollgate_waf::crs_rule_ids(Paranoia::Strict);
+    for (index, et) in wt.tables("exclusions", example, cx).into_iter().enumerate() {
         cx.only(&et, &["path_prefix", "rules", "fields"]);
         let path_prefix = et.string("path_prefix", cx).unwrap_or_else(|| {
             cx.err(
@@ -615,10 +649,29 @@ fn parse_exclusions(wt: &T<'_>, cx: &mut Cx) -> Vec<WafExclusion> {
         });
         let mut rules = Vec::new();
         let mut crs_rules = Vec::new();
-        for name in et.string_list("rules", cx).unwrap_or_default() {
-            if let Some(id) = name.strip_prefix("crs-") {
-                match id.parse::<u32>() {
-                    Ok(id) if crs_known.contains(&id) => crs_rules.push(id),
+        let names = et.string_list("rules", cx).unwrap_or_default();
+        let had_rule_names = !names.is_empty();
+        for name in names {
+            if let Some(digits) = name.strip_prefix("crs-") {
+                let id = digits
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+                    .then(|| digits.parse::<u32>().ok())
+                    .flatten()
+                    .filter(|id| id.to_string() == digits);
+                match id {
+                    Some(id)
+                        if crs_normal.contains(&id) || (strict && crs_strict.contains(&id)) =>
+                    {
+                        crs_rules.push(id);
+                    }
+                    Some(id) if crs_strict.contains(&id) => cx.err(
+                        &et.child("rules"),
+                        format!(
+                            "{name:?} runs only at paranoia = \"strict\"; at \"normal\" there \
+                             is nothing to exclude"
+                        ),
+                    ),
                     _ => cx.err(
                         &et.child("rules"),
                         format!(
@@ -648,24 +701,12 @@ fn parse_exclusions(wt: &T<'_>, cx: &mut Cx) -> Vec<WafExclusion> {
             crs_rules,
             fields,
         };
-        // Detector-level entries are checked by the detection crate (see the caller); an
-        // entry of CRS rules alone is checked here the same way.
-        if entry.crs_only() {
-            if !entry.path_prefix.starts_with('/') {
-                cx.err(
-                    &et.child("path_prefix"),
-                    "expected a path starting with '/'".to_string(),
-                );
-            }
-            for field in &entry.fields {
-                if !rollgate_waf::is_field_pattern(field) {
-                    cx.err(&et.child("fields"), format!("{field:?} is not a field"));
-                }
-            }
+        if had_rule_names && entry.rules.is_empty() && entry.crs_rules.is_empty() {
+            bad_rule_names.push(index);
         }
         out.push(entry);
     }
-    out
+    (out, bad_rule_names)
 }
 
 fn parse_limits(t: &T<'_>, cx: &mut Cx) -> RequestLimits {
@@ -898,6 +939,172 @@ colour = "red"
         }
         assert_eq!(errs.0.len(), 22, "{shown}");
         assert!(errs.0.iter().all(|e| e.file == "conf/rollgate.toml"));
+    }
+
+    #[test]
+    fn a_crs_rule_in_an_exclusion_is_kept_apart_from_the_detectors() {
+        let waf = edge_of(
+            r#"
+[env.prod.edge]
+waf = { exclusions = [{ path_prefix = "/search", rules = ["crs-942190"], fields = ["query:q"] }, { path_prefix = "/cms/", rules = ["sqli", "crs-941160"] }] }
+"#,
+        )
+        .waf
+        .expect("waf");
+        assert_eq!(waf.exclusions[0].rules, Vec::<RuleId>::new());
+        assert_eq!(waf.exclusions[0].crs_rules, vec![942190]);
+        assert_eq!(waf.exclusions[1].rules, vec![RuleId::Sqli]);
+        assert_eq!(waf.exclusions[1].crs_rules, vec![941160]);
+        // A CRS-only entry is no detector exclusion: its empty detector list would lift every
+        // detector on /search.
+        assert_eq!(
+            waf.waf_config().exclusions,
+            vec![Exclusion {
+                path_prefix: "/cms/".into(),
+                rules: vec![RuleId::Sqli],
+                fields: vec![],
+            }]
+        );
+        assert_eq!(
+            waf.crs_exclusions(),
+            vec![
+                CrsExclusion {
+                    path_prefix: "/search".into(),
+                    rules: vec![942190],
+                    fields: vec!["query:q".into()],
+                },
+                CrsExclusion {
+                    path_prefix: "/cms/".into(),
+                    rules: vec![941160],
+                    fields: vec![],
+                },
+            ]
+        );
+    }
+
+    /// Errors as (key under `waf.exclusions`, message) for an `exclusions` array.
+    fn exclusion_errors(exclusions: &str) -> Vec<(String, String)> {
+        let text = env(&format!(
+            "[env.prod.edge]\nwaf = {{ exclusions = [{exclusions}] }}"
+        ));
+        let errs = Config::parse(&text, "conf/rollgate.toml").expect_err(exclusions);
+        assert!(errs.0.iter().all(|e| e.file == "conf/rollgate.toml"));
+        errs.0
+            .into_iter()
+            .map(|e| {
+                let key = e.key.strip_prefix("env.prod.edge.waf.exclusions");
+                (key.unwrap_or(&e.key).to_string(), e.message)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn crs_exclusion_errors_name_the_key() {
+        let unknown = "is not one of the OWASP CRS rules rollgate runs (crs-941xxx and \
+                       crs-942xxx; the list is in docs/edge.md)";
+        for (entry, key, message) in [
+            (
+                r#"{ path_prefix = "/a", rules = ["crs-999999"], fields = ["query:q"] }"#,
+                "[0].rules",
+                format!("\"crs-999999\" {unknown}"),
+            ),
+            (
+                r#"{ path_prefix = "/a", rules = ["crs-abc"], fields = ["query:q"] }"#,
+                "[0].rules",
+                format!("\"crs-abc\" {unknown}"),
+            ),
+            (
+                r#"{ path_prefix = "search", rules = ["crs-942190"] }"#,
+                "[0].path_prefix",
+                "expected a path starting with '/', got \"search\"".to_string(),
+            ),
+            (
+                r#"{ path_prefix = "/search", rules = ["crs-942190"], fields = ["bogus:x"] }"#,
+                "[0].fields",
+                format!(
+                    "\"bogus:x\" is not a field; expected one of {} followed by ':name' or ':*'",
+                    rollgate_waf::FIELD_KINDS.join(", ")
+                ),
+            ),
+            // Ids are written as CRS writes them: no sign, no leading zero.
+            (
+                r#"{ path_prefix = "/a", rules = ["crs-0942190"], fields = ["query:q"] }"#,
+                "[0].rules",
+                format!("\"crs-0942190\" {unknown}"),
+            ),
+            (
+                r#"{ path_prefix = "/a", rules = ["crs-+941160"], fields = ["query:q"] }"#,
+                "[0].rules",
+                format!("\"crs-+941160\" {unknown}"),
+            ),
+            // A paranoia-level-2 rule does not run at "normal": excluding it would do nothing.
+            (
+                r#"{ path_prefix = "/a", rules = ["crs-942470"], fields = ["query:q"] }"#,
+                "[0].rules",
+                "\"crs-942470\" runs only at paranoia = \"strict\"; at \"normal\" there is \
+                 nothing to exclude"
+                    .to_string(),
+            ),
+            // A wrong rule name is one error, not also "name at least one rule".
+            (
+                r#"{ path_prefix = "/a", rules = ["crs-999999"] }"#,
+                "[0].rules",
+                format!("\"crs-999999\" {unknown}"),
+            ),
+        ] {
+            assert_eq!(
+                exclusion_errors(entry),
+                vec![(key.to_string(), message)],
+                "{entry}"
+            );
+        }
+    }
+
+    #[test]
+    fn detector_exclusion_errors_keep_the_file_index_after_a_crs_only_entry() {
+        assert_eq!(
+            exclusion_errors(
+                r#"{ path_prefix = "/search", rules = ["crs-942190"] }, { path_prefix = "x", rules = ["sqli"] }, { path_prefix = "/y" }"#
+            ),
+            vec![
+                (
+                    "[1].path_prefix".to_string(),
+                    "expected a path starting with '/', got \"x\"".to_string()
+                ),
+                (
+                    "[2]".to_string(),
+                    "name at least one rule or one field to skip".to_string()
+                ),
+            ]
+        );
+    }
+
+    /// The error for an unknown `crs-` rule sends the reader to the list in docs/edge.md.
+    #[test]
+    fn the_crs_rule_ids_in_the_docs_are_the_vendored_ones() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/edge.md");
+        let docs = std::fs::read_to_string(path).expect("docs/edge.md");
+        let column = |family: &str, level: usize| -> Vec<u32> {
+            let row = docs
+                .lines()
+                .find(|l| l.starts_with(&format!("| {family} ")))
+                .unwrap_or_else(|| panic!("no row for {family} in docs/edge.md"));
+            let cell = row.split('|').nth(level + 1).unwrap_or_default();
+            cell.split(',')
+                .filter_map(|id| id.trim().parse().ok())
+                .collect()
+        };
+        let mut normal = [column("941", 1), column("942", 1)].concat();
+        let mut strict = [normal.clone(), column("941", 2), column("942", 2)].concat();
+        normal.sort_unstable();
+        strict.sort_unstable();
+        let vendored = |p: Paranoia| {
+            let mut ids = rollgate_waf::crs_rule_ids(p);
+            ids.sort_unstable();
+            ids
+        };
+        assert_eq!(normal, vendored(Paranoia::Normal));
+        assert_eq!(strict, vendored(Paranoia::Strict));
     }
 
     #[test]

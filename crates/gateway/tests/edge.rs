@@ -402,6 +402,86 @@ async fn an_exclusion_lifts_its_rule_on_its_prefix_only() {
     edge.stop().await;
 }
 
+/// ` exec xp_cmdshell`, from the CRS regression test 942190-1: found by CRS rule 942190
+/// ("MSSQL code execution and information gathering") and not by libinjection, so the finding
+/// is the CRS rule's.
+const CRS_ONLY_QUERY: &str = "q=%20exec%20xp_cmdshell";
+
+#[tokio::test]
+async fn a_crs_finding_is_blocked_and_the_access_log_names_the_crs_rule() {
+    let edge = Edge::start("").await;
+    let answer = edge
+        .send(
+            "GET",
+            &format!("/search?{CRS_ONLY_QUERY}"),
+            &[("x-request-id", "crs")],
+            "",
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    assert_eq!(answer.json()["code"], "request_blocked");
+    assert!(!answer.body.contains("xp_cmdshell"), "{}", answer.body);
+    assert_eq!(
+        edge.counts("waf.sqli"),
+        EdgeCounts {
+            blocked: 1,
+            counted: 0
+        }
+    );
+    let lines = edge.stop().await;
+    let line = line_with(&lines, "crs");
+    assert_eq!(line["error"], "request_blocked");
+    let decision = &line["edge"][0];
+    assert_eq!(decision["rule"], "waf.sqli");
+    assert_eq!(decision["action"], "block");
+    assert_eq!(decision["crs"], 942190);
+    assert_eq!(decision["field"], "query:q");
+    assert_eq!(decision["matched"], " exec xp_cmdshell");
+}
+
+#[tokio::test]
+async fn a_crs_exclusion_lifts_that_rule_on_its_prefix_only() {
+    let edge = Edge::start(
+        r#"waf = { exclusions = [{ path_prefix = "/search", rules = ["crs-942190"], fields = ["query:q"] }] }"#,
+    )
+    .await;
+    let search = edge
+        .send(
+            "GET",
+            &format!("/search?{CRS_ONLY_QUERY}"),
+            &[("x-request-id", "excluded")],
+            "",
+        )
+        .await;
+    assert_eq!(search.status, StatusCode::OK);
+    assert_eq!(search.body, "blue");
+    let items = edge
+        .send(
+            "GET",
+            &format!("/items?{CRS_ONLY_QUERY}"),
+            &[("x-request-id", "elsewhere")],
+            "",
+        )
+        .await;
+    assert_eq!(items.status, StatusCode::FORBIDDEN);
+    // The entry names no detector, so libinjection still applies on the prefix.
+    let libinjection = edge
+        .send(
+            "GET",
+            "/search?q=1'%20OR%20'1'='1",
+            &[("x-request-id", "libinjection")],
+            "",
+        )
+        .await;
+    assert_eq!(libinjection.status, StatusCode::FORBIDDEN);
+    let lines = edge.stop().await;
+    assert!(line_with(&lines, "excluded").get("edge").is_none());
+    assert_eq!(line_with(&lines, "elsewhere")["edge"][0]["crs"], 942190);
+    let decision = &line_with(&lines, "libinjection")["edge"][0];
+    assert_eq!(decision["rule"], "waf.sqli");
+    assert!(decision.get("crs").is_none(), "{decision}");
+}
+
 #[tokio::test]
 async fn a_clean_request_passes_with_no_edge_entries() {
     let edge = Edge::start("").await;

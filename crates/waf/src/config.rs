@@ -12,7 +12,7 @@ pub const DEFAULT_MAX_INSPECTED_BYTES: usize = 64 * 1024;
 
 /// The field kinds an exclusion may name, as they appear before the `:` in
 /// [`crate::Finding::field`].
-const FIELD_KINDS: &[&str] = &[
+pub const FIELD_KINDS: &[&str] = &[
     "path",
     "body",
     "query",

@@ -676,6 +676,21 @@ mod tests {
         assert!(normal.rules.len() > 40, "{}", normal.rules.len());
     }
 
+    /// Configuration checks name rules by `rule_ids`, which reads the file without compiling;
+    /// it must list exactly the rules that run at each level, in file order.
+    #[test]
+    fn rule_ids_are_the_ids_of_the_compiled_rules() {
+        for paranoia in [Paranoia::Normal, Paranoia::Strict] {
+            let compiled = match rules(paranoia) {
+                Ok(r) => r,
+                Err(e) => panic!("{e}"),
+            };
+            let ids: Vec<u32> = compiled.rules.iter().map(|r| r.id).collect();
+            assert_eq!(rule_ids(paranoia), ids, "{paranoia:?}");
+        }
+        assert!(rule_ids(Paranoia::Normal).len() < rule_ids(Paranoia::Strict).len());
+    }
+
     fn hits(rules: &CrsRules, target: Target, value: &str) -> Vec<u32> {
         let mut out = Vec::new();
         rules.scan(target, value.as_bytes(), false, &mut out);

