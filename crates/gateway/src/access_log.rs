@@ -30,13 +30,16 @@ const FLUSH_EVERY: Duration = Duration::from_millis(200);
 /// edge rule matched (blocked or counted).
 #[derive(Debug, serde::Serialize)]
 pub(crate) struct Entry<'a> {
-    pub(crate) ts: String,
+    /// Written with `Display` straight into the line (no string per field per request).
+    #[serde(serialize_with = "display")]
+    pub(crate) ts: humantime::Rfc3339Timestamp,
     pub(crate) request_id: &'a str,
     pub(crate) env: &'a str,
     pub(crate) app: Option<&'a str>,
     pub(crate) version: Option<u64>,
     pub(crate) instance: Option<&'a str>,
-    pub(crate) client: String,
+    #[serde(serialize_with = "display")]
+    pub(crate) client: std::net::IpAddr,
     pub(crate) method: &'a str,
     /// Path only: query strings often carry secrets.
     pub(crate) path: &'a str,
@@ -50,6 +53,13 @@ pub(crate) struct Entry<'a> {
     /// Edge decisions (block or count), in phase order; absent when there were none.
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     pub(crate) edge: &'a [EdgeDecision],
+}
+
+fn display<T: std::fmt::Display, S: serde::Serializer>(
+    value: &T,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
 }
 
 /// Request-side handle: serialises entries and appends them to the batch without waiting.

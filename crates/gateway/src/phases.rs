@@ -358,6 +358,10 @@ async fn phase_body(
     headers: &HeaderMap,
     recorder: &mut Recorder,
 ) -> Result<Bytes, ProxyError> {
+    // Most requests (GET, HEAD) have no body: nothing to wait for, so no timer to arm.
+    if http_body::Body::is_end_stream(&body) {
+        return Ok(Bytes::new());
+    }
     let buffered = tokio::time::timeout(
         config.body_read_timeout,
         buffer_body(body, headers, config.max_body_bytes),
@@ -477,11 +481,12 @@ async fn phase_proxy(
 ) -> Result<Response<Incoming>, ProxyError> {
     strip_hop_by_hop(&mut parts.headers);
     add_forwarded(&mut parts.headers, peer);
+    // Cheap to clone (shared bytes), and already parsed: each attempt reuses it.
     let path_and_query = parts
         .uri
         .path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .to_owned();
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
 
     let deadline = tokio::time::Instant::now() + shared.config.upstream_timeout;
     let mut last_failure = String::new();
@@ -498,8 +503,8 @@ async fn phase_proxy(
         }
         let uri = Uri::builder()
             .scheme("http")
-            .authority(instance.addr.to_string())
-            .path_and_query(path_and_query.as_str())
+            .authority(instance.authority.clone())
+            .path_and_query(path_and_query.clone())
             .build()
             .map_err(|err| ProxyError::UpstreamUnavailable {
                 attempts: attempt,

@@ -155,13 +155,13 @@ impl Recorder {
         }
         if let Some(log) = &self.shared.access_log {
             log.write(&Entry {
-                ts: humantime::format_rfc3339_millis(self.arrived).to_string(),
+                ts: humantime::format_rfc3339_millis(self.arrived),
                 request_id: &self.request_id,
                 env: &self.shared.env,
                 app: self.app.as_deref(),
                 version: self.version,
                 instance: self.instance.as_deref(),
-                client: self.client.to_string(),
+                client: self.client,
                 method: self.method.as_str(),
                 path: &self.path,
                 status: self.status,

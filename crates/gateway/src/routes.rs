@@ -132,7 +132,8 @@ struct CompiledBackend {
 #[derive(Debug)]
 pub(crate) struct Instance {
     pub(crate) id: Arc<str>,
-    pub(crate) addr: SocketAddr,
+    /// The instance's `host:port` as the upstream URI's authority, parsed once per table.
+    pub(crate) authority: http::uri::Authority,
 }
 
 /// What the route phase decided for one request.
@@ -317,11 +318,13 @@ impl Compiled {
                         instances: backend
                             .instances
                             .iter()
-                            .map(|upstream| {
-                                Arc::new(Instance {
+                            // A socket address always makes a valid authority.
+                            .filter_map(|upstream| {
+                                let authority = upstream.addr.to_string().parse().ok()?;
+                                Some(Arc::new(Instance {
                                     id: Arc::from(upstream.id.as_str()),
-                                    addr: upstream.addr,
-                                })
+                                    authority,
+                                }))
                             })
                             .collect(),
                         next: previous
