@@ -125,8 +125,11 @@ import http.client, sys
 from urllib.parse import urlsplit
 u = urlsplit(sys.argv[1])
 c = http.client.HTTPConnection(u.hostname, u.port, timeout=5)
-c.request("GET", u.path + ("?" + u.query if u.query else ""),
-          headers={"Host": "localhost", "User-Agent": "Mozilla/5.0", "Accept": "*/*"})
+import os
+h = {"Host": "localhost", "User-Agent": "Mozilla/5.0", "Accept": "*/*"}
+if os.environ.get("KEY"):
+    h["X-API-Key"] = os.environ["KEY"]
+c.request("GET", u.path + ("?" + u.query if u.query else ""), headers=h)
 r = c.getresponse()
 print(r.status, r.read().decode("utf-8", "replace").replace("\n", " ")[:200])
 EOF
@@ -186,26 +189,46 @@ monitor = "1s"
 waf = { mode = "block" }
 rate_limit = false
 
+# The full-security gateway for the throughput rounds: the WAF as in bench, the per-IP rate
+# limit and an API key on every route with its per-key rate limit, both limits far above what
+# wrk sends so that they are paid for on every request and never answer 429.
+[env.full]
+listen = "127.0.0.1:0"
+monitor = "1s"
+
+[env.full.edge]
+waf = { mode = "block" }
+rate_limit = { requests = 1000000, per = "1s" }
+
+[env.full.edge.auth]
+routes = [{ prefix = "/", auth = "api_key" }]
+keys = [{ id = "bench", secret_env = "SBS_API_KEY", use = "api_key" }]
+rate_limit = { requests = 1000000, per = "1s" }
+
 # The same gateway and app without an edge table: no IP, rate or WAF checks.
 [env.plain]
 listen = "127.0.0.1:0"
 monitor = "1s"
 EOF
 rg() { "$BIN" --config "$WORK/rollgate.toml" "$@"; }
+# The API key of env full, only in the environment of serve and of wrk's header.
+export SBS_API_KEY="sbs-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 rg validate >/dev/null
 "$BIN" serve --config "$WORK/rollgate.toml" >"$WORK/serve.log" 2>&1 &
 SERVE_PID=$!
 for _ in $(seq 1 300); do
-    [[ -s "$WORK/.rollgate/serve.json" ]] && jq -e '.gateways.bench and .gateways.plain' "$WORK/.rollgate/serve.json" >/dev/null 2>&1 && break
+    [[ -s "$WORK/.rollgate/serve.json" ]] && jq -e '.gateways.bench and .gateways.plain and .gateways.full' "$WORK/.rollgate/serve.json" >/dev/null 2>&1 && break
     kill -0 "$SERVE_PID" 2>/dev/null || { cat "$WORK/serve.log" >&2; exit 1; }
     sleep 0.1
 done
 GW_EDGE=$(jq -r '.gateways.bench' "$WORK/.rollgate/serve.json")
 GW_PLAIN=$(jq -r '.gateways.plain' "$WORK/.rollgate/serve.json")
+GW_FULL=$(jq -r '.gateways.full' "$WORK/.rollgate/serve.json")
 mkdir -p "$WORK/artifact"
 echo v1 >"$WORK/artifact/RELEASE"
 rg deploy api --env bench --artifact "$WORK/artifact" >"$WORK/deploy-bench.txt" 2>&1 || { cat "$WORK/deploy-bench.txt" >&2; exit 1; }
 rg deploy api --env plain --artifact "$WORK/artifact" >"$WORK/deploy-plain.txt" 2>&1 || { cat "$WORK/deploy-plain.txt" >&2; exit 1; }
+rg deploy api --env full --artifact "$WORK/artifact" >"$WORK/deploy-full.txt" 2>&1 || { cat "$WORK/deploy-full.txt" >&2; exit 1; }
 log "serve is up (pid $SERVE_PID); gateways: bench (edge) $GW_EDGE, plain $GW_PLAIN"
 
 # --- sanity: every target proxies the clean request to a demo service; the WAFs block SQLi -----
@@ -213,6 +236,7 @@ NGINX_PLAIN=http://127.0.0.1:$PLAIN_PORT
 NGINX_MODSEC=http://127.0.0.1:$MODSEC_PORT
 RG_PLAIN=http://$GW_PLAIN
 RG_EDGE=http://$GW_EDGE
+RG_FULL=http://$GW_FULL
 SQLI='/?q=1%27%20or%20%271%27%3D%271'
 {
     for t in "nginx-plain $NGINX_PLAIN" "rollgate-plain $RG_PLAIN" "rollgate-edge $RG_EDGE" "nginx-modsec-crs $NGINX_MODSEC"; do
@@ -221,8 +245,12 @@ SQLI='/?q=1%27%20or%20%271%27%3D%271'
         echo "$1 /version: $(get "$2/version")"
         echo "$1 sqli: $(get "$2$SQLI" | cut -c1-80)"
     done
+    echo "rollgate-full no key: $(get "$RG_FULL/api/users?id=42" | cut -c1-60)"
+    echo "rollgate-full with key: $(KEY="rg_bench_$SBS_API_KEY" get "$RG_FULL/api/users?id=42" | cut -c1-60)"
 } >"$WORK/sanity.txt"
 cat "$WORK/sanity.txt" >&2
+grep -q "^rollgate-full no key: 401" "$WORK/sanity.txt" || { log "rollgate-full does not ask for the API key"; exit 1; }
+grep -q "^rollgate-full with key: 200" "$WORK/sanity.txt" || { log "rollgate-full does not accept the API key"; exit 1; }
 grep -q "^nginx-plain /version: 200 .*\"pid\":$DEMO_PID" "$WORK/sanity.txt" || { log "nginx does not reach the demo service"; exit 1; }
 grep -q "^nginx-modsec-crs sqli: 403" "$WORK/sanity.txt" || { log "ModSecurity does not block the probe"; exit 1; }
 grep -q "^rollgate-edge sqli: 403" "$WORK/sanity.txt" || { log "rollgate's WAF does not block the probe"; exit 1; }
@@ -275,11 +303,13 @@ EOF
 # --- 5. throughput ----------------------------------------------------------------------------
 log "throughput.sh ($ROUNDS interleaved rounds, wrk -t$THREADS -c$CONNS -d$DURATION)"
 THR_T0=$(date -u +%H:%M:%S)
+# Every target gets the same request, X-API-Key included (only rollgate-full checks it).
 "$HERE/throughput.sh" -t "$THREADS" -c "$CONNS" -d "$DURATION" -r "$ROUNDS" -o "$WORK/throughput" \
+    -H "X-API-Key: rg_bench_$SBS_API_KEY" \
     -P "nginx-plain=$NGINX_WORKERS" -P "rollgate-plain=$SERVE_PID" \
-    -P "rollgate-edge=$SERVE_PID" -P "nginx-modsec-crs=$NGINX_WORKERS" \
+    -P "rollgate-edge=$SERVE_PID" -P "rollgate-full=$SERVE_PID" -P "nginx-modsec-crs=$NGINX_WORKERS" \
     "nginx-plain=$NGINX_PLAIN" "rollgate-plain=$RG_PLAIN" "rollgate-edge=$RG_EDGE" \
-    "nginx-modsec-crs=$NGINX_MODSEC" >"$WORK/throughput.stdout" 2>"$WORK/throughput.stderr" || {
+    "rollgate-full=$RG_FULL" "nginx-modsec-crs=$NGINX_MODSEC" >"$WORK/throughput.stdout" 2>"$WORK/throughput.stderr" || {
     cat "$WORK/throughput.stderr" >&2
     exit 1
 }
@@ -363,8 +393,12 @@ EOF
     echo "  GET/HEAD) elsewhere; only 403 counts as blocked."
     echo "- rollgate-edge: \`[env.bench.edge] waf = { mode = \"block\" }, rate_limit = false\` (every detector"
     echo "  on, paranoia \`normal\`, default request limits). rollgate-plain: the same app in a second"
-    echo "  environment with no edge table. Both gateways run in the one \`rollgate serve\` process, which"
-    echo "  writes its access log (one JSON line per request) as it always does."
+    echo "  environment with no edge table. rollgate-full (throughput only): the WAF as rollgate-edge, the"
+    echo "  per-IP rate limit, an API key (\`X-API-Key\`, checked against its SHA-256 in constant time)"
+    echo "  on every route and the per-key rate limit, both limits set far above the load so they are"
+    echo "  checked on every request and never answer 429. All gateways run in the one \`rollgate serve\`"
+    echo "  process ($(nproc) serving threads each, \`server.gateway_workers\` unset), which writes its"
+    echo "  access log (one JSON line per request) as it always does; nginx's access log is off."
     echo "- ModSecurity: Debian's modsecurity.conf with \`SecRuleEngine On\`, CRS 3.3.4 with Debian's"
     echo "  crs-setup.conf (PL1, inbound anomaly threshold 5), as in PEER_RESULTS.md."
     echo
@@ -397,11 +431,11 @@ EOF
     echo "## Throughput, p99 and CPU ($THR_T0–$THR_T1 UTC)"
     echo
     echo '```'
-    echo "bench/waf/throughput.sh -t $THREADS -c $CONNS -d $DURATION -r $ROUNDS \\"
+    echo "bench/waf/throughput.sh -t $THREADS -c $CONNS -d $DURATION -r $ROUNDS -H 'X-API-Key: <key>' \\"
     echo "    -P nginx-plain=<peer nginx workers> -P rollgate-plain=<serve pid> \\"
-    echo "    -P rollgate-edge=<serve pid> -P nginx-modsec-crs=<peer nginx workers> \\"
+    echo "    -P rollgate-edge=<serve pid> -P rollgate-full=<serve pid> -P nginx-modsec-crs=<peer nginx workers> \\"
     echo "    nginx-plain=$NGINX_PLAIN rollgate-plain=$RG_PLAIN \\"
-    echo "    rollgate-edge=$RG_EDGE nginx-modsec-crs=$NGINX_MODSEC"
+    echo "    rollgate-edge=$RG_EDGE rollgate-full=$RG_FULL nginx-modsec-crs=$NGINX_MODSEC"
     echo '```'
     echo
     echo "CPU µs/request counts the proxy only: the two peer nginx workers, or the whole \`rollgate serve\`"

@@ -54,17 +54,7 @@ while getopts "t:c:d:r:p:w:H:s:o:P:h" opt; do
 done
 shift $((OPTIND - 1))
 [[ $# -ge 1 ]] || { sed -n '2,30p' "$0"; exit 2; }
-command -v wrk >/dev/null || { cpu_ticks() { # comma-separated pids -> summed utime+stime in clock ticks
-    local s=0 p t
-    for p in ${1//,/ }; do
-        # fields after "pid (comm) ": utime is the 12th, stime the 13th
-        t=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}') || t=0
-        s=$((s + ${t:-0}))
-    done
-    echo "$s"
-}
-
-echo "throughput: wrk not found (apt-get install -y wrk)" >&2; exit 1; }
+command -v wrk >/dev/null || { echo "throughput: wrk not found (apt-get install -y wrk)" >&2; exit 1; }
 
 if [[ -z $OUTDIR ]]; then OUTDIR=$(mktemp -d /tmp/waf-throughput.XXXXXX); fi
 mkdir -p "$OUTDIR"
