@@ -679,6 +679,67 @@ async fn shutdown_lets_in_flight_requests_finish() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_workers_serve_concurrent_connections_and_drain_them_all_on_shutdown() {
+    let blue = TestUpstream::start("blue").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("access.log");
+    let gateway = TestGateway::start(GatewayConfig {
+        access_log: Some(path.clone()),
+        workers: 4,
+        ..GatewayConfig::default()
+    })
+    .await;
+    gateway
+        .routes
+        .set(table("api", vec![backend(1, 1000, &[&blue])]));
+    let addr = gateway.addr;
+    // 40 slow requests at once: as many connections, spread over the workers by the kernel.
+    let client = TestClient::new();
+    let requests: Vec<_> = (0..40)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let id = format!("w-{i}");
+                client
+                    .send(
+                        addr,
+                        "GET",
+                        "/",
+                        &[(ANSWER_AFTER_MS, "400"), ("x-request-id", id.as_str())],
+                        Bytes::new(),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    let routes = gateway.routes.clone();
+    assert!(eventually(|| routes.in_flight("blue") == 40).await);
+    // Shutdown while all 40 are in flight: every worker drains its own connections.
+    gateway.stop().await;
+    for request in requests {
+        let answer = request.await.expect("request task");
+        assert_eq!(answer.status, StatusCode::OK);
+    }
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the listener is closed after shutdown"
+    );
+    // `stop` returned after the access log was written and closed: one line per request.
+    let text = std::fs::read_to_string(&path).expect("access log");
+    let mut ids: Vec<String> = text
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).expect("JSON line");
+            v["request_id"].as_str().expect("request_id").to_owned()
+        })
+        .collect();
+    ids.sort_unstable();
+    let mut expected: Vec<String> = (0..40).map(|i| format!("w-{i}")).collect();
+    expected.sort_unstable();
+    assert_eq!(ids, expected);
+}
+
 #[tokio::test]
 async fn binding_a_taken_address_names_it() {
     let taken = tokio::net::TcpListener::bind("127.0.0.1:0")
