@@ -12,7 +12,7 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
@@ -30,16 +30,14 @@ const FLUSH_EVERY: Duration = Duration::from_millis(200);
 /// edge rule matched (blocked or counted).
 #[derive(Debug, serde::Serialize)]
 pub(crate) struct Entry<'a> {
-    /// Written with `Display` straight into the line (no string per field per request).
-    #[serde(serialize_with = "display")]
-    pub(crate) ts: humantime::Rfc3339Timestamp,
+    /// RFC 3339 with milliseconds, UTC: `2026-11-22T05:25:42.750Z`.
+    pub(crate) ts: &'a str,
     pub(crate) request_id: &'a str,
     pub(crate) env: &'a str,
     pub(crate) app: Option<&'a str>,
     pub(crate) version: Option<u64>,
     pub(crate) instance: Option<&'a str>,
-    #[serde(serialize_with = "display")]
-    pub(crate) client: std::net::IpAddr,
+    pub(crate) client: &'a str,
     pub(crate) method: &'a str,
     /// Path only: query strings often carry secrets.
     pub(crate) path: &'a str,
@@ -55,11 +53,38 @@ pub(crate) struct Entry<'a> {
     pub(crate) edge: &'a [EdgeDecision],
 }
 
-fn display<T: std::fmt::Display, S: serde::Serializer>(
-    value: &T,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(value)
+thread_local! {
+    /// The last whole second formatted on this thread (`2026-11-22T05:25:42`), with its Unix
+    /// time: every request within that second reuses it.
+    static SECOND: RefCell<(u64, [u8; 19])> = const { RefCell::new((u64::MAX, [b'0'; 19])) };
+}
+
+/// `t` as RFC 3339 UTC with milliseconds (`2026-11-22T05:25:42.750Z`), 24 ASCII bytes. The
+/// date and time of day are formatted once per second per thread; calendar formatting through
+/// `humantime` costs more than the rest of a log line.
+pub(crate) fn rfc3339_millis(t: SystemTime) -> [u8; 24] {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let second = since.as_secs();
+    let millis = since.subsec_millis();
+    let mut out = [b'0'; 24];
+    SECOND.with_borrow_mut(|(cached, text)| {
+        if *cached != second {
+            let full = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(second))
+                .to_string();
+            if let Some(prefix) = full.as_bytes().get(..19) {
+                text.copy_from_slice(prefix);
+                *cached = second;
+            }
+        }
+        out[..19].copy_from_slice(text);
+    });
+    out[19] = b'.';
+    // `millis` < 1000: three digits.
+    out[20] = b'0' + (millis / 100) as u8;
+    out[21] = b'0' + (millis / 10 % 10) as u8;
+    out[22] = b'0' + (millis % 10) as u8;
+    out[23] = b'Z';
+    out
 }
 
 /// Request-side handle: serialises entries and appends them to the batch without waiting.
@@ -234,4 +259,32 @@ fn report(err: std::io::Error, path: &str, failing: &mut bool) {
         tracing::warn!(path, error = %err, "access log write failed");
     }
     *failing = true;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_match_humantime_across_seconds_and_days() {
+        let base = UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+        for offset_ms in [
+            0u64,
+            1,
+            999,
+            1000,
+            1001,
+            59_999,
+            86_399_999,
+            86_400_000,
+            31_622_400_123,
+        ] {
+            let t = base + Duration::from_millis(offset_ms);
+            let ours = rfc3339_millis(t);
+            assert_eq!(
+                std::str::from_utf8(&ours).unwrap(),
+                humantime::format_rfc3339_millis(t).to_string()
+            );
+        }
+    }
 }

@@ -273,9 +273,11 @@ impl Worker {
                 tracing::debug!(error = %err, "cannot set TCP_NODELAY");
             }
             let shared = Arc::clone(&self.shared);
+            let client = phases::Peer::new(peer);
             let service = service_fn(move |request| {
                 let shared = Arc::clone(&shared);
-                async move { Ok::<_, Infallible>(phases::handle(shared, peer, request).await) }
+                let client = client.clone();
+                async move { Ok::<_, Infallible>(phases::handle(shared, client, request).await) }
             });
             let connection =
                 graceful.watch(self.http.serve_connection(TokioIo::new(stream), service));

@@ -42,6 +42,24 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 /// The pooled upstream client; request bodies are buffered, so each attempt sends a copy.
 pub(crate) type UpstreamClient = Client<HttpConnector, Full<Bytes>>;
 
+/// The client end of one connection, with its address already formatted: every request on
+/// the connection appends it to `X-Forwarded-For` and most log it, so it is formatted once.
+#[derive(Clone)]
+pub(crate) struct Peer {
+    pub(crate) addr: SocketAddr,
+    /// `addr`'s IP as text, e.g. `127.0.0.1`.
+    pub(crate) ip_text: HeaderValue,
+}
+
+impl Peer {
+    pub(crate) fn new(addr: SocketAddr) -> Self {
+        let ip_text = HeaderValue::from_str(&addr.ip().to_string())
+            // An IP address is always a valid header value; keep a placeholder if not.
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Peer { addr, ip_text }
+    }
+}
+
 /// What every request of one gateway shares.
 pub(crate) struct Shared {
     pub(crate) env: Arc<str>,
@@ -55,7 +73,7 @@ pub(crate) struct Shared {
 /// Runs one request through the phases. Never fails: every early answer is a response.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
-    peer: SocketAddr,
+    peer: Peer,
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
@@ -70,7 +88,7 @@ pub(crate) async fn handle(
         request_id,
         parts.method.clone(),
         parts.uri.path(),
-        peer.ip(),
+        peer.clone(),
     );
 
     // 2. limits on the request line and headers (431)
@@ -80,11 +98,11 @@ pub(crate) async fn handle(
 
     // 3. ip: who the client is, and the allow and deny lists (403)
     let client = match edge {
-        Some(edge) => match phase_ip(edge, peer.ip(), &parts.headers, &mut recorder) {
+        Some(edge) => match phase_ip(edge, peer.addr.ip(), &parts.headers, &mut recorder) {
             Ok(client) => client,
             Err(err) => return answer(err, recorder),
         },
-        None => peer.ip(),
+        None => peer.addr.ip(),
     };
 
     // 3a. geo: the client's country against the allow or deny list (403)
@@ -138,8 +156,7 @@ pub(crate) async fn handle(
     };
 
     // 8. proxy
-    let upstream = match phase_proxy(&shared, parts, body, &target, peer.ip(), &mut recorder).await
-    {
+    let upstream = match phase_proxy(&shared, parts, body, &target, &peer, &mut recorder).await {
         Ok(response) => response,
         Err(err) => return answer(err, recorder),
     };
@@ -476,7 +493,7 @@ async fn phase_proxy(
     mut parts: Parts,
     body: Bytes,
     target: &Target,
-    peer: IpAddr,
+    peer: &Peer,
     recorder: &mut Recorder,
 ) -> Result<Response<Incoming>, ProxyError> {
     strip_hop_by_hop(&mut parts.headers);
@@ -665,6 +682,19 @@ fn closed_before_response(err: &hyper_util::client::legacy::Error) -> bool {
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1): `Connection` and every header it names,
 /// `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names instead of a lookup per name.
+    let any = headers.keys().any(|name| {
+        name == header::CONNECTION
+            || name == KEEP_ALIVE
+            || name == header::TE
+            || name == header::TRAILER
+            || name == header::TRANSFER_ENCODING
+            || name == header::UPGRADE
+            || name.as_str().starts_with("proxy-")
+    });
+    if !any {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -696,24 +726,20 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto: http`.
-fn add_forwarded(headers: &mut HeaderMap, client: IpAddr) {
-    let client = client.to_string();
+fn add_forwarded(headers: &mut HeaderMap, peer: &Peer) {
     let prior: Vec<&str> = headers
         .get_all(X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect();
-    let chain = if prior.is_empty() {
-        client.clone()
+    let value = if prior.is_empty() {
+        peer.ip_text.clone()
     } else {
-        format!("{}, {client}", prior.join(", "))
+        let client = peer.ip_text.to_str().unwrap_or_default();
+        HeaderValue::from_str(&format!("{}, {client}", prior.join(", ")))
+            .unwrap_or_else(|_| peer.ip_text.clone())
     };
-    let value = HeaderValue::from_str(&chain)
-        .or_else(|_| HeaderValue::from_str(&client))
-        .ok();
-    if let Some(value) = value {
-        headers.insert(X_FORWARDED_FOR, value);
-    }
+    headers.insert(X_FORWARDED_FOR, value);
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
 }
 
@@ -751,13 +777,13 @@ mod tests {
     #[test]
     fn forwarded_for_appends_the_client() {
         let mut headers = HeaderMap::new();
-        let client: IpAddr = [10, 0, 0, 9].into();
-        add_forwarded(&mut headers, client);
+        let client = Peer::new(SocketAddr::from(([10, 0, 0, 9], 41000)));
+        add_forwarded(&mut headers, &client);
         assert_eq!(headers[&X_FORWARDED_FOR], "10.0.0.9");
         assert_eq!(headers[&X_FORWARDED_PROTO], "http");
         headers.insert(X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
         headers.append(X_FORWARDED_FOR, HeaderValue::from_static("5.6.7.8"));
-        add_forwarded(&mut headers, client);
+        add_forwarded(&mut headers, &client);
         assert_eq!(headers[&X_FORWARDED_FOR], "1.2.3.4, 5.6.7.8, 10.0.0.9");
     }
 

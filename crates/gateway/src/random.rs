@@ -17,7 +17,12 @@ pub(crate) fn below(bound: u64) -> u64 {
 pub(crate) fn request_id() -> String {
     let mut bytes = [0u8; 16];
     rand::rng().fill_bytes(&mut bytes);
-    hex::encode(bytes)
+    let mut text = [0u8; 32];
+    // 16 bytes always fit 32 hex digits, and hex digits are UTF-8.
+    if hex::encode_to_slice(bytes, &mut text).is_err() {
+        return hex::encode(bytes);
+    }
+    String::from_utf8(text.to_vec()).unwrap_or_else(|_| hex::encode(bytes))
 }
 
 #[cfg(test)]

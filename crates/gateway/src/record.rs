@@ -2,6 +2,7 @@
 //! response body wrapper that records it into the metrics and the access log when the body
 //! ends, fails, or is dropped because the client went away.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use rollgate_core::config::edge::EdgeMode;
 use crate::access_log::Entry;
 use crate::edge::{EdgeRule, MAX_LOGGED_DECISIONS};
 use crate::metrics::Sample;
-use crate::phases::Shared;
+use crate::phases::{Peer, Shared};
 use crate::routes::InFlightGuard;
 
 /// Status recorded when the client goes away before any response was produced (nginx's
@@ -36,6 +37,8 @@ pub(crate) struct Recorder {
     path: String,
     /// The client as the ip phase resolved it (the socket peer until then).
     pub(crate) client: IpAddr,
+    /// The socket peer, formatted once per connection.
+    peer: Peer,
     pub(crate) app: Option<Arc<str>>,
     pub(crate) version: Option<u64>,
     pub(crate) instance: Option<Arc<str>>,
@@ -75,7 +78,7 @@ impl Recorder {
         request_id: String,
         method: http::Method,
         path: &str,
-        client: IpAddr,
+        peer: Peer,
     ) -> Self {
         Self {
             shared,
@@ -84,7 +87,8 @@ impl Recorder {
             request_id,
             method,
             path: path.to_owned(),
-            client,
+            client: peer.addr.ip(),
+            peer,
             app: None,
             version: None,
             instance: None,
@@ -154,18 +158,26 @@ impl Recorder {
             );
         }
         if let Some(log) = &self.shared.access_log {
+            let ts = crate::access_log::rfc3339_millis(self.arrived);
+            // The peer's text is ready; a client from X-Forwarded-For is formatted here.
+            let client = if self.client == self.peer.addr.ip() {
+                Cow::Borrowed(self.peer.ip_text.to_str().unwrap_or_default())
+            } else {
+                Cow::Owned(self.client.to_string())
+            };
             log.write(&Entry {
-                ts: humantime::format_rfc3339_millis(self.arrived),
+                ts: std::str::from_utf8(&ts).unwrap_or_default(),
                 request_id: &self.request_id,
                 env: &self.shared.env,
                 app: self.app.as_deref(),
                 version: self.version,
                 instance: self.instance.as_deref(),
-                client: self.client,
+                client: &client,
                 method: self.method.as_str(),
                 path: &self.path,
                 status: self.status,
-                duration_ms: latency.as_secs_f64() * 1000.0,
+                // Microsecond precision: `0.5`, not `0.49999999999999994`.
+                duration_ms: (latency.as_secs_f64() * 1_000_000.0).round() / 1000.0,
                 error: self.error,
                 key_id: self.key_id.as_deref(),
                 edge: &self.edge,
