@@ -147,16 +147,7 @@ const ATTACK_HEADERS: u8 = bits(&[
 ]);
 /// Detectors whose verdict depends only on a value's bytes, remembered by `memo`: all of
 /// them (scanner agents on `User-Agent`).
-const MEMOIZED: u8 = bits(&[
-    RuleId::Sqli,
-    RuleId::Xss,
-    RuleId::Traversal,
-    RuleId::Log4shell,
-    RuleId::Shellshock,
-    RuleId::Scanner,
-    RuleId::Rce,
-    RuleId::Java,
-]);
+const MEMOIZED: u8 = bits(&RuleId::ALL);
 /// Detectors applied to every other header value.
 const ANY_HEADER: u8 = bits(&[RuleId::Log4shell, RuleId::Shellshock, RuleId::Java]);
 /// Detectors applied to each path segment.
