@@ -515,7 +515,7 @@ async fn phase_proxy(
     while let Some(instance) = target.instances.get(attempt) {
         if attempt > 0 {
             // The previous instance is done with; count this one instead.
-            recorder.in_flight = Some(shared.routes.begin(&instance.id));
+            recorder.in_flight = Some(shared.routes.begin(instance));
             recorder.instance = Some(Arc::clone(&instance.id));
         }
         let uri = Uri::builder()

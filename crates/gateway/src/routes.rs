@@ -134,6 +134,8 @@ pub(crate) struct Instance {
     pub(crate) id: Arc<str>,
     /// The instance's `host:port` as the upstream URI's authority, parsed once per table.
     pub(crate) authority: http::uri::Authority,
+    /// Requests in flight to this instance (shared with every table naming it).
+    pub(crate) in_flight: Arc<AtomicU64>,
 }
 
 /// What the route phase decided for one request.
@@ -179,21 +181,27 @@ impl Default for RouteHandle {
 impl RouteHandle {
     /// A handle serving `table`.
     pub fn new(table: RouteTable) -> Self {
-        let compiled = Compiled::new(Arc::new(table), None);
-        Self {
+        let handle = Self {
             inner: Arc::new(RouteInner {
-                compiled: ArcSwap::from_pointee(compiled),
+                compiled: ArcSwap::from_pointee(Compiled::new(
+                    Arc::new(RouteTable::default()),
+                    None,
+                    &|_| Arc::default(),
+                )),
                 in_flight: RwLock::new(HashMap::new()),
                 idle: Notify::new(),
             }),
-        }
+        };
+        // Compiled through `set`, so the instances get the handle's in-flight counters.
+        handle.set(table);
+        handle
     }
 
     /// Replaces the table in one atomic swap; the next request routes with it. Requests
     /// already forwarded keep going to the instances they picked (see [`RouteHandle::drain`]).
     pub fn set(&self, table: RouteTable) {
         let old = self.inner.compiled.load();
-        let compiled = Compiled::new(Arc::new(table), Some(&old));
+        let compiled = Compiled::new(Arc::new(table), Some(&old), &|id| self.counter(id));
         self.inner.compiled.store(Arc::new(compiled));
     }
 
@@ -265,7 +273,7 @@ impl RouteHandle {
             let Some(first) = target.instances.first() else {
                 return Err(RouteMiss::NoUpstream(target.app));
             };
-            let guard = self.begin(&first.id);
+            let guard = self.begin(first);
             let unchanged = Arc::ptr_eq(&snapshot, &self.inner.compiled.load());
             if unchanged || attempt >= ATTEMPTS {
                 return Ok((target, guard));
@@ -273,8 +281,19 @@ impl RouteHandle {
         }
     }
 
-    /// Counts one request in flight to `id` until the guard drops.
-    pub(crate) fn begin(&self, id: &str) -> InFlightGuard {
+    /// Counts one request in flight to `instance` until the guard drops. The instance holds
+    /// its counter (resolved when the table was set), so this takes no lock.
+    pub(crate) fn begin(&self, instance: &Instance) -> InFlightGuard {
+        instance.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlightGuard {
+            counter: Arc::clone(&instance.in_flight),
+            route: Arc::clone(&self.inner),
+        }
+    }
+
+    /// The in-flight counter of the instance `id`, created at 0 on first use; kept for the
+    /// handle's lifetime, so every table that names `id` shares it.
+    fn counter(&self, id: &str) -> Arc<AtomicU64> {
         let existing = {
             let map = self
                 .inner
@@ -283,7 +302,7 @@ impl RouteHandle {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             map.get(id).cloned()
         };
-        let counter = match existing {
+        match existing {
             Some(counter) => counter,
             None => {
                 let mut map = self
@@ -293,17 +312,16 @@ impl RouteHandle {
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 Arc::clone(map.entry(id.to_owned()).or_default())
             }
-        };
-        counter.fetch_add(1, Ordering::SeqCst);
-        InFlightGuard {
-            counter,
-            route: Arc::clone(&self.inner),
         }
     }
 }
 
 impl Compiled {
-    fn new(table: Arc<RouteTable>, previous: Option<&Compiled>) -> Self {
+    fn new(
+        table: Arc<RouteTable>,
+        previous: Option<&Compiled>,
+        counter: &dyn Fn(&str) -> Arc<AtomicU64>,
+    ) -> Self {
         let apps = table
             .apps
             .iter()
@@ -324,6 +342,7 @@ impl Compiled {
                                 Some(Arc::new(Instance {
                                     id: Arc::from(upstream.id.as_str()),
                                     authority,
+                                    in_flight: counter(&upstream.id),
                                 }))
                             })
                             .collect(),
@@ -653,20 +672,32 @@ mod tests {
         let handle = RouteHandle::new(RouteTable {
             apps: vec![app("api", &[], "/")],
         });
-        let (_, guard) = handle.route(None, "/").expect("routes");
-        let second = handle.begin("api-1");
+        let (target, guard) = handle.route(None, "/").expect("routes");
+        let second = handle.begin(&target.instances[0]);
         assert_eq!(handle.in_flight("api-1"), 2);
+        // A new table naming the same instance shares its counter: requests picked from the
+        // old table stay counted, and new ones add to them.
+        handle.set(RouteTable {
+            apps: vec![app("api", &[], "/")],
+        });
+        let (_, third) = handle.route(None, "/").expect("routes");
+        assert_eq!(handle.in_flight("api-1"), 3);
         drop(guard);
         drop(second);
+        drop(third);
         assert_eq!(handle.in_flight("api-1"), 0);
         assert_eq!(handle.in_flight("unknown"), 0);
     }
 
     #[tokio::test]
     async fn drain_waits_for_the_last_guard_or_times_out() {
-        let handle = RouteHandle::default();
-        let guard = handle.begin("x");
-        let ids = vec!["x".to_owned()];
+        let handle = RouteHandle::new(RouteTable {
+            apps: vec![app("api", &[], "/")],
+        });
+        let (_, guard) = handle.route(None, "/").expect("routes");
+        // The instance leaves the table; its request is still in flight.
+        handle.set(RouteTable::default());
+        let ids = vec!["api-1".to_owned()];
         assert!(!handle.drain(&ids, Duration::from_millis(20)).await);
         let waiter = {
             let handle = handle.clone();
