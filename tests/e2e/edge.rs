@@ -138,6 +138,41 @@ async fn keys_from_the_secret_store_authenticate_at_the_gateway_and_the_waf_bloc
         "{body}"
     );
 
+    // The control API's Prometheus endpoint counts the block, and needs the token.
+    let admin = std::fs::read_to_string(s.data_dir().join("token")).unwrap();
+    let control = s.control.trim_start_matches("http://");
+    let (status, headers, text) = get(
+        control,
+        "/v1/metrics",
+        &[("authorization", &format!("Bearer {}", admin.trim()))],
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4"),
+        "{headers:?}"
+    );
+    assert!(
+        text.contains(
+            "rollgate_edge_requests_total{env=\"staging\",rule=\"waf.sqli\",action=\"block\"} 1\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "rollgate_edge_requests_total{env=\"staging\",rule=\"auth.api_key\",action=\"block\"} "
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("rollgate_access_log_dropped_total{env=\"staging\"} 0\n"),
+        "{text}"
+    );
+    assert_eq!(get(control, "/v1/metrics", &[]).await.0, 401);
+
     // The access log names the key, never the secret.
     tokio::time::sleep(Duration::from_millis(400)).await;
     let log = std::fs::read_to_string(s.data_dir().join("logs/access-staging.log")).unwrap();

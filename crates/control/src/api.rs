@@ -117,6 +117,7 @@ pub fn router(controller: Arc<Controller>, tokens: ApiTokens) -> Router {
         .route("/v1/history", get(history))
         .route("/v1/logs", get(logs))
         .route("/v1/audit", get(audit))
+        .route("/v1/metrics", get(metrics))
         // Secrets (crate::secrets, docs/secrets.md), behind the same token.
         .merge(crate::secrets::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -183,6 +184,66 @@ async fn status(
     Ok(Json(
         s.controller.status(q.app.as_deref(), q.env.as_deref())?,
     ))
+}
+
+/// Prometheus text exposition of the gateways' counters (docs/cli-and-api.md).
+async fn metrics(State(s): State<AppState>) -> Response {
+    let body = prometheus_text(s.controller.gateways());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// The counters of every environment's gateway in Prometheus' text format: edge decisions per
+/// rule and action, and access-log lines dropped.
+fn prometheus_text(
+    gateways: &std::collections::BTreeMap<String, crate::controller::EnvGateway>,
+) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    out.push_str(
+        "# HELP rollgate_edge_requests_total Requests an edge rule blocked (action=\"block\") \
+         or matched in count mode and let through (action=\"count\"), since the gateway started.\n\
+         # TYPE rollgate_edge_requests_total counter\n",
+    );
+    for (env, gw) in gateways {
+        for (rule, counts) in gw.metrics.edge_counters() {
+            for (action, n) in [("block", counts.blocked), ("count", counts.counted)] {
+                let _ = writeln!(
+                    out,
+                    "rollgate_edge_requests_total{{env=\"{}\",rule=\"{}\",action=\"{action}\"}} {n}",
+                    label(env),
+                    label(&rule)
+                );
+            }
+        }
+    }
+    out.push_str(
+        "# HELP rollgate_access_log_dropped_total Access-log lines dropped because the writer \
+         fell behind.\n# TYPE rollgate_access_log_dropped_total counter\n",
+    );
+    for (env, gw) in gateways {
+        let _ = writeln!(
+            out,
+            "rollgate_access_log_dropped_total{{env=\"{}\"}} {}",
+            label(env),
+            gw.metrics.access_log_dropped()
+        );
+    }
+    out
+}
+
+/// A label value as Prometheus' text format escapes it.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 async fn deploy(
@@ -300,4 +361,41 @@ async fn retry(
         .retry(&req.app, &req.env, &actor(&headers))
         .await?;
     Ok((StatusCode::ACCEPTED, Json(json!(accepted))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_prometheus_text_with_escaped_labels() {
+        let mut gateways = std::collections::BTreeMap::new();
+        gateways.insert(
+            "prod".to_string(),
+            crate::controller::EnvGateway {
+                addr: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
+                routes: rollgate_gateway::RouteHandle::default(),
+                metrics: rollgate_gateway::Metrics::new(),
+            },
+        );
+        let text = prometheus_text(&gateways);
+        assert!(
+            text.starts_with("# HELP rollgate_edge_requests_total "),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE rollgate_edge_requests_total counter\n"));
+        assert!(text.contains(
+            "rollgate_edge_requests_total{env=\"prod\",rule=\"waf.sqli\",action=\"block\"} 0\n"
+        ));
+        assert!(text.contains(
+            "rollgate_edge_requests_total{env=\"prod\",rule=\"rate_limit\",action=\"count\"} 0\n"
+        ));
+        assert!(text.contains("rollgate_access_log_dropped_total{env=\"prod\"} 0\n"));
+        // Every sample line is `name{labels} value`.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (_, value) = line.rsplit_once(' ').unwrap();
+            assert!(value.parse::<u64>().is_ok(), "{line}");
+        }
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
 }
