@@ -1,0 +1,111 @@
+//! Drives N proxied requests through one gateway worker on one thread, for instruction counts
+//! under `valgrind --tool=callgrind` (`bench/gateway_instructions.sh`): counts that do not
+//! move with the machine's load, unlike wall-clock throughput on a shared 2-core VM.
+//!
+//! `proxy_instructions N [edge]`: N sequential GETs of `/api/users?id=42` with browser-like
+//! headers over one keep-alive connection, from an in-process client, through a gateway with
+//! one worker and an access log, to an in-process hyper upstream. With `edge`, the gateway has
+//! the default edge policy (every WAF detector in block mode) without the per-IP rate limit.
+//! Everything runs in this process, so the counts include the client and the upstream; the
+//! script subtracts a short run from a long one and reports per-request figures by function.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rollgate_gateway::{AppRoute, Backend, Gateway, GatewayConfig, RouteTable, Upstream};
+
+/// The allocator `rollgate` itself uses, so allocation counts match the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let Some(n) = args.next().and_then(|n| n.parse::<usize>().ok()) else {
+        eprintln!("usage: proxy_instructions N [edge]");
+        std::process::exit(2);
+    };
+    let edge = args.next().as_deref() == Some("edge");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(run(n, edge));
+}
+
+async fn run(n: usize, edge: bool) {
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind upstream");
+    let upstream_addr = upstream.local_addr().expect("upstream address");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = upstream.accept().await {
+            tokio::spawn(async move {
+                let service = service_fn(|_request: hyper::Request<hyper::body::Incoming>| async {
+                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
+                        b"[{\"id\":1,\"name\":\"Ada\"}]",
+                    ))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+
+    let log_dir = tempfile::tempdir().expect("temporary directory");
+    let mut config = GatewayConfig {
+        workers: 1,
+        access_log: Some(log_dir.path().join("access.log")),
+        ..GatewayConfig::default()
+    };
+    if edge {
+        let policy = rollgate_core::config::edge::EdgeConfig {
+            rate_limit: None,
+            ..Default::default()
+        };
+        config = config.with_edge(Some(&policy)).expect("edge policy");
+    }
+    let gateway = Gateway::bind(config).await.expect("bind gateway");
+    let addr = gateway.local_addr();
+    gateway.routes().set(RouteTable {
+        apps: vec![AppRoute {
+            app: "api".into(),
+            hosts: vec![],
+            path_prefix: "/".into(),
+            backends: vec![Backend {
+                version: 1,
+                weight: 1000,
+                instances: vec![Upstream {
+                    id: "blue".into(),
+                    addr: upstream_addr,
+                }],
+            }],
+            sticky: None,
+            aliases: vec![],
+        }],
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(gateway.serve(async move {
+        let _ = stopped.await;
+    }));
+
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    for _ in 0..n {
+        let request = hyper::Request::get(format!("http://{addr}/api/users?id=42"))
+            .header("host", "localhost")
+            .header("user-agent", "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0")
+            .header("accept", "text/html,*/*;q=0.8")
+            .header("accept-language", "en-GB,en;q=0.9")
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let response = client.request(request).await.expect("response");
+        assert_eq!(response.status(), 200);
+        let _ = response.into_body().collect().await.expect("body");
+    }
+    let _ = stop.send(());
+    serving.await.expect("serve task").expect("serve");
+}
