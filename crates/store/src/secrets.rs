@@ -446,6 +446,31 @@ fn sealed_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Sealed> {
     })
 }
 
+impl SqliteStore {
+    /// Ends the pending stage of `version` in one transaction: the secret must be live and
+    /// `version` pending; the stage is cleared, `then` does the rest (promote, or keep the
+    /// current version) and names the audit action and detail, recorded before the commit.
+    fn end_pending(
+        &self,
+        scope: &SecretScope,
+        name: &str,
+        version: u64,
+        actor: &str,
+        now: Timestamp,
+        then: impl FnOnce(&Transaction<'_>, i64) -> Result<(&'static str, String), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let id = live(&tx, scope, name)?;
+        require_pending(&tx, id, scope, name, version)?;
+        set_stage(&tx, id, Stage::Pending, None, now)?;
+        let (action, detail) = then(&tx, id)?;
+        audit(&tx, scope, actor, action, detail, now)?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
 impl SecretStore for SqliteStore {
     fn next_secret_version(&self, scope: &SecretScope, name: &str) -> Result<u64, StoreError> {
         let conn = self.conn();
@@ -553,25 +578,15 @@ impl SecretStore for SqliteStore {
         actor: &str,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let id = live(&tx, scope, name)?;
-        require_pending(&tx, id, scope, name, version)?;
-        set_stage(&tx, id, Stage::Pending, None, now)?;
-        let old = make_current(&tx, id, version, now)?;
-        let was = old
-            .map(|o| format!("; v{o} is previous"))
-            .unwrap_or_default();
-        audit(
-            &tx,
-            scope,
-            actor,
-            "secret_rotate",
-            format!("{name} v{version} promoted from pending to current{was}"),
-            now,
-        )?;
-        tx.commit()?;
-        Ok(())
+        self.end_pending(scope, name, version, actor, now, |tx, id| {
+            let was = make_current(tx, id, version, now)?
+                .map(|o| format!("; v{o} is previous"))
+                .unwrap_or_default();
+            Ok((
+                "secret_rotate",
+                format!("{name} v{version} promoted from pending to current{was}"),
+            ))
+        })
     }
 
     fn discard_pending(
@@ -582,24 +597,15 @@ impl SecretStore for SqliteStore {
         actor: &str,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let id = live(&tx, scope, name)?;
-        require_pending(&tx, id, scope, name, version)?;
-        set_stage(&tx, id, Stage::Pending, None, now)?;
-        let current = stage_version(&tx, id, Stage::Current)?
-            .map(|c| format!("v{c} stays current"))
-            .unwrap_or_else(|| "no current version".to_string());
-        audit(
-            &tx,
-            scope,
-            actor,
-            "secret_rotation_discarded",
-            format!("{name} pending v{version} discarded; {current}"),
-            now,
-        )?;
-        tx.commit()?;
-        Ok(())
+        self.end_pending(scope, name, version, actor, now, |tx, id| {
+            let current = stage_version(tx, id, Stage::Current)?
+                .map(|c| format!("v{c} stays current"))
+                .unwrap_or_else(|| "no current version".to_string());
+            Ok((
+                "secret_rotation_discarded",
+                format!("{name} pending v{version} discarded; {current}"),
+            ))
+        })
     }
 
     fn secret_info(&self, scope: &SecretScope, name: &str) -> Result<SecretInfo, StoreError> {
