@@ -18,12 +18,9 @@ ROUNDS=${ROUNDS:-5}
 ERROR_RATE=${ERROR_RATE:-0.2}
 LOAD=${LOAD:-12}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-for tool in cargo jq python3; do
-    command -v "$tool" >/dev/null || { echo "error: $tool is required" >&2; exit 1; }
-done
-echo "building rollgate (release)..." >&2
-(cd "$ROOT" && cargo build --release -p rollgate --quiet)
-BIN="$ROOT/target/release/rollgate"
+. "$ROOT/bench/lib.sh"
+need_tools cargo jq python3
+build_rollgate "$ROOT"
 
 WORK=$(mktemp -d /tmp/rollgate-canary-XXXXXX)
 SERVE_PID=""

@@ -23,24 +23,14 @@ TARGET_PATH=${TARGET_PATH:-/api/users}
 ROLLBACK_AFTER=(4 8)
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-for tool in cargo wrk jq python3; do
-    command -v "$tool" >/dev/null || { echo "error: $tool is required" >&2; exit 1; }
-done
-
-echo "building rollgate (release)..." >&2
-(cd "$ROOT" && cargo build --release -p rollgate --quiet)
-BIN="$ROOT/target/release/rollgate"
+. "$ROOT/bench/lib.sh"
+need_tools cargo wrk jq python3
+build_rollgate "$ROOT"
 
 WORK=$(mktemp -d /tmp/rollgate-bench-XXXXXX)
 MARK="rollgate-bench-$$"
 SERVE_PID=""
 WRK_PID=""
-
-# Processes whose environment carries this run's marker: the instances.
-marked() {
-    grep -lsz "^BENCH_MARK=$MARK\$" /proc/[0-9]*/environ 2>/dev/null \
-        | sed -e 's#^/proc/##' -e 's#/environ$##' || true
-}
 
 cleanup() {
     local code=$?
@@ -57,11 +47,11 @@ cleanup() {
         wait "$SERVE_PID" 2>/dev/null || true
     fi
     for _ in $(seq 1 50); do
-        [[ -z "$(marked)" ]] && break
+        [[ -z "$(marked BENCH_MARK "$MARK")" ]] && break
         sleep 0.1
     done
     local left
-    left=$(marked)
+    left=$(marked BENCH_MARK "$MARK")
     if [[ -n "$left" ]]; then
         echo "warning: instances left after serve stopped: $left (killing them)" >&2
         # shellcheck disable=SC2086

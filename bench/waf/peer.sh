@@ -32,6 +32,8 @@ CRS_ETC=/etc/modsecurity/crs
 MODSEC_MODULE=/usr/lib/nginx/modules/ngx_http_modsecurity_module.so
 
 log() { echo "peer: $*" >&2; }
+# wait_port
+. "$(cd "$(dirname "$0")/.." && pwd)/lib.sh"
 
 install_packages() {
     if [[ ${PEER_SKIP_INSTALL:-0} == 1 ]]; then return; fi
@@ -157,19 +159,6 @@ start_one() { # $1 = instance name
         exit 1
     }
     nginx -p "$PEER_DIR/$1" -c "$conf"
-}
-
-wait_port() { # $1 = port
-    local i
-    for i in $(seq 1 100); do
-        if python3 - "$1" <<'EOF' 2>/dev/null; then return 0; fi
-import socket, sys
-socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=0.5).close()
-EOF
-        sleep 0.1
-    done
-    log "port $1 did not open"
-    return 1
 }
 
 probe() { # $1 = url path+query; prints the status code

@@ -50,9 +50,8 @@ MODSEC_PORT=${PEER_MODSEC_PORT:-18092}
 UP_PORT=${PEER_UPSTREAM_PORT:-18090}
 
 log() { echo "side-by-side: $*" >&2; }
-for tool in cargo wrk jq python3; do
-    command -v "$tool" >/dev/null || { log "$tool is required"; exit 1; }
-done
+. "$ROOT/bench/lib.sh"
+need_tools cargo wrk jq python3
 python3 -c 'import yaml' 2>/dev/null || { log "python3 needs PyYAML (python3-yaml)"; exit 1; }
 [[ -d $CORPORA ]] || { log "no corpora at $CORPORA"; exit 1; }
 
@@ -61,12 +60,6 @@ MARK="rollgate-waf-side-$$"
 SERVE_PID=""
 DEMO_PID=""
 PEER_STARTED=0
-
-# Processes whose environment carries this run's marker: the app instances of `serve`.
-marked() {
-    grep -lsz "^SBS_MARK=$MARK\$" /proc/[0-9]*/environ 2>/dev/null \
-        | sed -e 's#^/proc/##' -e 's#/environ$##' || true
-}
 
 stop_pid() { # pid: TERM, wait up to 30 s, then KILL
     local pid=$1 i
@@ -89,10 +82,10 @@ cleanup() {
     if [[ -n $SERVE_PID ]]; then stop_pid "$SERVE_PID"; fi
     local left i
     for i in $(seq 1 50); do
-        [[ -z "$(marked)" ]] && break
+        [[ -z "$(marked SBS_MARK "$MARK")" ]] && break
         sleep 0.1
     done
-    left=$(marked)
+    left=$(marked SBS_MARK "$MARK")
     if [[ -n $left ]]; then
         log "instances left after serve stopped: $left (killing them)"
         # shellcheck disable=SC2086
@@ -106,18 +99,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-wait_port() { # port
-    local i
-    for i in $(seq 1 100); do
-        if python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=0.5).close()' "$1" 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    log "port $1 did not open"
-    return 1
-}
 
 get() { # url -> "STATUS BODY" (Host: localhost, browser UA)
     python3 - "$1" <<'EOF'
@@ -139,9 +120,7 @@ START_UTC=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- 1. build ---------------------------------------------------------------------------------
-log "building rollgate (release)"
-(cd "$ROOT" && cargo build --release -p rollgate --quiet)
-BIN="$ROOT/target/release/rollgate"
+build_rollgate "$ROOT"
 
 # --- 2. the shared upstream and the peer --------------------------------------------------------
 log "starting the demo service on 127.0.0.1:$DEMO_PORT (upstream of both nginx server blocks)"
