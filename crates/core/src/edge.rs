@@ -552,89 +552,19 @@ fn parse_waf(t: &T<'_>, mode: EdgeMode, cx: &mut Cx) -> Option<WafSettings> {
     };
     let max_inspected_bytes = size(&wt, "max_inspected", 0, 1 << 30, cx)
         .unwrap_or(rollgate_waf::DEFAULT_MAX_INSPECTED_BYTES);
-    let (exclusions, bad_rule_names) = parse_exclusions(&wt, strict, cx);
+    let exclusions = parse_exclusions(&wt, strict, cx);
     let settings = WafSettings {
         rules,
         strict,
         max_inspected_bytes,
         exclusions,
     };
-    // The detection crate owns the rules of a valid exclusion (known field kinds, a path
-    // prefix, something to skip); its errors are put back under this file's keys. Its indexes
-    // count the detector-level entries it sees, so they are mapped back to the file's; entries
-    // of CRS rules alone get the same checks here. An entry whose rule names were all wrong
-    // already has its error: "name at least one rule" would only repeat it.
-    let file_index: Vec<usize> = (0..settings.exclusions.len())
-        .filter(|&i| !settings.exclusions[i].crs_only())
-        .collect();
-    let mut errors: Vec<WafError> = match settings.waf_config().validate() {
-        Ok(()) => Vec::new(),
-        Err(errors) => errors
-            .into_iter()
-            .map(|e| {
-                let at = |index: usize| file_index.get(index).copied().unwrap_or(index);
-                match e {
-                    WafError::InvalidPathPrefix { index, prefix } => WafError::InvalidPathPrefix {
-                        index: at(index),
-                        prefix,
-                    },
-                    WafError::EmptyExclusion { index } => {
-                        WafError::EmptyExclusion { index: at(index) }
-                    }
-                    WafError::InvalidField { index, field } => WafError::InvalidField {
-                        index: at(index),
-                        field,
-                    },
-                }
-            })
-            .filter(|e| {
-                !matches!(e, WafError::EmptyExclusion { index } if bad_rule_names.contains(index))
-            })
-            .collect(),
-    };
-    for (index, entry) in settings.exclusions.iter().enumerate() {
-        if !entry.crs_only() {
-            continue;
-        }
-        if !entry.path_prefix.starts_with('/') {
-            errors.push(WafError::InvalidPathPrefix {
-                index,
-                prefix: entry.path_prefix.clone(),
-            });
-        }
-        for field in &entry.fields {
-            if !rollgate_waf::is_field_pattern(field) {
-                errors.push(WafError::InvalidField {
-                    index,
-                    field: field.clone(),
-                });
-            }
-        }
-    }
-    let ex = wt.child("exclusions");
-    for e in errors {
-        let (key, what) = match &e {
-            WafError::InvalidPathPrefix { index, .. } => {
-                (format!("{ex}[{index}].path_prefix"), e.to_string())
-            }
-            WafError::EmptyExclusion { index } => (format!("{ex}[{index}]"), e.to_string()),
-            WafError::InvalidField { index, .. } => {
-                (format!("{ex}[{index}].fields"), e.to_string())
-            }
-        };
-        // The crate's message repeats its own relative key; keep what follows it.
-        let message = what
-            .split_once(": ")
-            .map_or(what.clone(), |(_, m)| m.to_string());
-        cx.err(&key, message);
-    }
     Some(settings)
 }
 
-/// The entries, and the indexes of those that named no valid rule although they named some.
-fn parse_exclusions(wt: &T<'_>, strict: bool, cx: &mut Cx) -> (Vec<WafExclusion>, Vec<usize>) {
+fn parse_exclusions(wt: &T<'_>, strict: bool, cx: &mut Cx) -> Vec<WafExclusion> {
     let mut out = Vec::new();
-    let mut bad_rule_names = Vec::new();
+    let mut errors = Vec::new();
     let example = "{ path_prefix = \"/search\", rules = [\"sqli\"] }";
     let crs_normal = rollgate_waf::crs_rule_ids(Paranoia::Normal);
     let crs_strict = rollgate_waf::crs_rule_ids(Paranoia::Strict);
@@ -701,12 +631,37 @@ fn parse_exclusions(wt: &T<'_>, strict: bool, cx: &mut Cx) -> (Vec<WafExclusion>
             crs_rules,
             fields,
         };
-        if had_rule_names && entry.rules.is_empty() && entry.crs_rules.is_empty() {
-            bad_rule_names.push(index);
-        }
+        // The detection crate owns the rules of a valid exclusion (known field kinds, a path
+        // prefix, something to skip). An entry whose rule names were all wrong already has its
+        // error, so it counts as naming rules: "name at least one rule" would only repeat it.
+        rollgate_waf::check_exclusion(
+            index,
+            &entry.path_prefix,
+            had_rule_names,
+            &entry.fields,
+            &mut errors,
+        );
         out.push(entry);
     }
-    (out, bad_rule_names)
+    // Its errors are put back under this file's keys.
+    let ex = wt.child("exclusions");
+    for e in errors {
+        let (key, what) = match &e {
+            WafError::InvalidPathPrefix { index, .. } => {
+                (format!("{ex}[{index}].path_prefix"), e.to_string())
+            }
+            WafError::EmptyExclusion { index } => (format!("{ex}[{index}]"), e.to_string()),
+            WafError::InvalidField { index, .. } => {
+                (format!("{ex}[{index}].fields"), e.to_string())
+            }
+        };
+        // The crate's message repeats its own relative key; keep what follows it.
+        let message = what
+            .split_once(": ")
+            .map_or(what.clone(), |(_, m)| m.to_string());
+        cx.err(&key, message);
+    }
+    out
 }
 
 fn parse_limits(t: &T<'_>, cx: &mut Cx) -> RequestLimits {

@@ -141,23 +141,13 @@ impl WafConfig {
     pub fn validate(&self) -> Result<(), Vec<WafError>> {
         let mut errors = Vec::new();
         for (index, ex) in self.exclusions.iter().enumerate() {
-            if !ex.path_prefix.starts_with('/') {
-                errors.push(WafError::InvalidPathPrefix {
-                    index,
-                    prefix: ex.path_prefix.clone(),
-                });
-            }
-            if ex.rules.is_empty() && ex.fields.is_empty() {
-                errors.push(WafError::EmptyExclusion { index });
-            }
-            for field in &ex.fields {
-                if !is_field_pattern(field) {
-                    errors.push(WafError::InvalidField {
-                        index,
-                        field: field.clone(),
-                    });
-                }
-            }
+            check_exclusion(
+                index,
+                &ex.path_prefix,
+                !ex.rules.is_empty(),
+                &ex.fields,
+                &mut errors,
+            );
         }
         if errors.is_empty() {
             Ok(())
@@ -167,9 +157,38 @@ impl WafConfig {
     }
 }
 
+/// The checks of one exclusion, at position `index`: a path prefix starting with `/`, known
+/// field patterns, and something to skip (`names_rules`, or at least one field). Shared with
+/// configuration files whose exclusion entries also name single CRS rules.
+pub fn check_exclusion(
+    index: usize,
+    path_prefix: &str,
+    names_rules: bool,
+    fields: &[String],
+    errors: &mut Vec<WafError>,
+) {
+    if !path_prefix.starts_with('/') {
+        errors.push(WafError::InvalidPathPrefix {
+            index,
+            prefix: path_prefix.to_owned(),
+        });
+    }
+    if !names_rules && fields.is_empty() {
+        errors.push(WafError::EmptyExclusion { index });
+    }
+    for field in fields {
+        if !is_field_pattern(field) {
+            errors.push(WafError::InvalidField {
+                index,
+                field: field.clone(),
+            });
+        }
+    }
+}
+
 /// Whether `field` is a valid field pattern: a known kind, then `:name` or `:*` (`path` and
 /// `body` alone).
-pub fn is_field_pattern(field: &str) -> bool {
+pub(crate) fn is_field_pattern(field: &str) -> bool {
     let kind = field.split(':').next().unwrap_or_default();
     let kind = kind.strip_suffix('*').unwrap_or(kind);
     FIELD_KINDS.contains(&kind) && (field.contains(':') || kind == "path" || kind == "body")

@@ -83,7 +83,7 @@ use std::borrow::Cow;
 
 pub use config::{
     CrsExclusion, DEFAULT_MAX_INSPECTED_BYTES, Exclusion, FIELD_KINDS, Paranoia, WafConfig,
-    WafError, is_field_pattern,
+    WafError, check_exclusion,
 };
 pub use crs::{CrsError, rule_ids as crs_rule_ids, rule_message as crs_rule_message};
 pub use finding::{Finding, MATCHED_MAX_CHARS, RuleId};
