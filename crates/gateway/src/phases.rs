@@ -682,17 +682,20 @@ fn closed_before_response(err: &hyper_util::client::legacy::Error) -> bool {
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1): `Connection` and every header it names,
 /// `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    const FIXED: [HeaderName; 6] = [
+        header::CONNECTION,
+        KEEP_ALIVE,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ];
+    let is_proxy = |name: &HeaderName| name.as_str().starts_with("proxy-");
     // Most messages carry none: one pass over the names instead of a lookup per name.
-    let any = headers.keys().any(|name| {
-        name == header::CONNECTION
-            || name == KEEP_ALIVE
-            || name == header::TE
-            || name == header::TRAILER
-            || name == header::TRANSFER_ENCODING
-            || name == header::UPGRADE
-            || name.as_str().starts_with("proxy-")
-    });
-    if !any {
+    if !headers
+        .keys()
+        .any(|name| FIXED.contains(name) || is_proxy(name))
+    {
         return;
     }
     let named: Vec<HeaderName> = headers
@@ -705,21 +708,10 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in [
-        header::CONNECTION,
-        KEEP_ALIVE,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
+    for name in FIXED {
         headers.remove(name);
     }
-    let proxy: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| name.as_str().starts_with("proxy-"))
-        .cloned()
-        .collect();
+    let proxy: Vec<HeaderName> = headers.keys().filter(|n| is_proxy(n)).cloned().collect();
     for name in proxy {
         headers.remove(name);
     }
