@@ -12,11 +12,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::StatusCode;
-use rollgate_core::Config;
-use rollgate_core::config::edge::EdgeConfig;
 use rollgate_core::signing::{canonical_request, sign, signature_header};
-use rollgate_gateway::{EdgeCounts, GatewayConfig};
-use support::{Answer, TestClient, TestGateway, TestUpstream, backend, mmdb, table};
+use rollgate_gateway::EdgeCounts;
+use support::{Answer, TestClient, TestGateway, TestUpstream, mmdb};
 
 const CI_SECRET: &str = "ci-0123456789abcdef";
 const OPS_SECRET: &str = "ops-0123456789abcdef";
@@ -98,17 +96,8 @@ impl Gate {
             .replace("@KEYS@", &keys.display().to_string())
             .replace("@DB@", &db.display().to_string());
         let log = dir.path().join("access.log");
-        let config = GatewayConfig {
-            access_log: Some(log.clone()),
-            ..GatewayConfig::default()
-        }
-        .with_edge(Some(&parse_edge(&text)))
-        .expect("edge policy");
-        let gateway = TestGateway::start(config).await;
-        let upstream = TestUpstream::start("blue").await;
-        gateway
-            .routes
-            .set(table("api", vec![backend(1, 1000, &[&upstream])]));
+        let (gateway, upstream) =
+            support::start_edge_gateway(&support::parse_env_edge(&text), log.clone()).await;
         Gate {
             gateway,
             _upstream: upstream,
@@ -158,12 +147,6 @@ impl Gate {
         drop(self.dir);
         text
     }
-}
-
-fn parse_edge(text: &str) -> EdgeConfig {
-    let text = format!("[app.api]\nrun = \"x\"\n[env.e]\nlisten = \"127.0.0.1:0\"\n{text}");
-    let config = Config::parse(&text, "test.toml").expect("valid edge config");
-    config.envs["e"].edge.clone().expect("edge table")
 }
 
 fn write_private(dir: &Path, name: &str, text: &str) -> PathBuf {

@@ -10,19 +10,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::StatusCode;
-use rollgate_core::Config;
 use rollgate_core::config::edge::EdgeConfig;
-use rollgate_gateway::{EdgeCounts, GatewayConfig};
-use support::{Answer, TestClient, TestGateway, TestUpstream, backend, table};
+use rollgate_gateway::EdgeCounts;
+use support::{Answer, TestClient, TestGateway, TestUpstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The body of `[env.e.edge]` parsed as `rollgate serve` would.
 fn edge(body: &str) -> EdgeConfig {
-    let text = format!(
-        "[app.api]\nrun = \"x\"\n[env.e]\nlisten = \"127.0.0.1:0\"\n[env.e.edge]\n{body}\n"
-    );
-    let config = Config::parse(&text, "test.toml").expect("valid edge config");
-    config.envs["e"].edge.clone().expect("edge table")
+    support::parse_env_edge(&format!("[env.e.edge]\n{body}"))
 }
 
 /// A gateway with the given edge policy in front of one upstream, and its access log path.
@@ -37,17 +32,7 @@ impl Edge {
     async fn start(body: &str) -> Edge {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("access.log");
-        let config = GatewayConfig {
-            access_log: Some(log.clone()),
-            ..GatewayConfig::default()
-        }
-        .with_edge(Some(&edge(body)))
-        .expect("edge policy");
-        let gateway = TestGateway::start(config).await;
-        let upstream = TestUpstream::start("blue").await;
-        gateway
-            .routes
-            .set(table("api", vec![backend(1, 1000, &[&upstream])]));
+        let (gateway, upstream) = support::start_edge_gateway(&edge(body), log.clone()).await;
         Edge {
             gateway,
             _upstream: upstream,

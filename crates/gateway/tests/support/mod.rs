@@ -295,3 +295,31 @@ pub async fn eventually(mut check: impl FnMut() -> bool) -> bool {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// An environment's edge policy parsed as `rollgate serve` would: `env_lines` are the
+/// `[env.e.edge]` table (and its sub-tables) of a file with one app and one environment `e`.
+pub fn parse_env_edge(env_lines: &str) -> rollgate_core::config::edge::EdgeConfig {
+    let text = format!("[app.api]\nrun = \"x\"\n[env.e]\nlisten = \"127.0.0.1:0\"\n{env_lines}\n");
+    let config = rollgate_core::Config::parse(&text, "test.toml").expect("valid edge config");
+    config.envs["e"].edge.clone().expect("edge table")
+}
+
+/// A gateway with `edge` and its access log at `log`, routing app `api` to one upstream
+/// `blue`; keep the upstream alive as long as the gateway.
+pub async fn start_edge_gateway(
+    edge: &rollgate_core::config::edge::EdgeConfig,
+    log: std::path::PathBuf,
+) -> (TestGateway, TestUpstream) {
+    let config = GatewayConfig {
+        access_log: Some(log),
+        ..GatewayConfig::default()
+    }
+    .with_edge(Some(edge))
+    .expect("edge policy");
+    let gateway = TestGateway::start(config).await;
+    let upstream = TestUpstream::start("blue").await;
+    gateway
+        .routes
+        .set(table("api", vec![backend(1, 1000, &[&upstream])]));
+    (gateway, upstream)
+}
