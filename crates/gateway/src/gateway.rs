@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpSocket};
 
@@ -19,14 +17,18 @@ use crate::access_log::{AccessLog, AccessLogWriter};
 use crate::config::GatewayConfig;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
-use crate::phases::{self, Shared, UpstreamClient};
+use crate::phases::{self, Shared};
 use crate::routes::RouteHandle;
+use crate::upstream::UpstreamPool;
 
 /// Pending connections the kernel queues before `accept`; the OS default of 128 overflows
 /// under connection bursts.
 const LISTEN_BACKLOG: u32 = 1024;
 /// Time allowed to write the access log's last lines at shutdown.
 const ACCESS_LOG_CLOSE: Duration = Duration::from_secs(5);
+/// The upstream pool is swept every half idle timeout, but not more often than this.
+const POOL_SWEEP_MIN: Duration = Duration::from_millis(100);
+
 /// How often the rate limiter forgets clients whose budget is full again, so that its memory
 /// tracks recent clients instead of growing with every address ever seen.
 const RATE_LIMIT_SWEEP: Duration = Duration::from_secs(30);
@@ -144,7 +146,7 @@ impl Gateway {
                 .map_err(worker_error)?;
             let shared = Arc::new(Shared {
                 env: Arc::clone(&env),
-                client: upstream_client(&config),
+                upstream: UpstreamPool::new(config.connect_timeout, config.idle_pool_timeout),
                 config: config.clone(),
                 routes: routes.clone(),
                 metrics: metrics.clone(),
@@ -251,6 +253,17 @@ impl Worker {
         let listener = TcpListener::from_std(listener)?;
         let env = Arc::clone(&self.shared.env);
         let graceful = GracefulShutdown::new();
+        // Closes upstream connections left idle past the pool's idle timeout.
+        let pool = Arc::clone(&self.shared.upstream);
+        let sweep_every = (self.shared.config.idle_pool_timeout / 2).max(POOL_SWEEP_MIN);
+        let sweeper = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(sweep_every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                pool.sweep();
+            }
+        });
         loop {
             let (stream, peer) = tokio::select! {
                 biased;
@@ -288,6 +301,7 @@ impl Worker {
             });
         }
         drop(listener);
+        sweeper.abort();
         let grace = self.shared.config.shutdown_grace;
         if tokio::time::timeout(grace, graceful.shutdown())
             .await
@@ -317,15 +331,4 @@ fn http_builder(config: &GatewayConfig) -> http1::Builder {
         http.max_headers(config.max_headers.saturating_mul(2));
     }
     http
-}
-
-fn upstream_client(config: &GatewayConfig) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(config.connect_timeout));
-    connector.set_nodelay(true);
-    connector.enforce_http(true);
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(config.idle_pool_timeout)
-        .build(connector)
 }

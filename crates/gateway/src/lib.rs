@@ -49,6 +49,7 @@ mod phases;
 mod random;
 mod record;
 mod routes;
+mod upstream;
 
 pub use auth::{AuthFailure, Authenticator};
 pub use config::GatewayConfig;

@@ -16,8 +16,6 @@ use http::request::Parts;
 use http::{Request, Response, Uri, Version};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use rollgate_core::config::edge::EdgeMode;
 use rollgate_core::signing::KEY_ID_HEADER;
 use rollgate_waf::RequestView;
@@ -30,6 +28,7 @@ use crate::metrics::Metrics;
 use crate::random;
 use crate::record::{Recorder, ResponseBody};
 use crate::routes::{Hints, RouteHandle, RouteMiss, Target};
+use crate::upstream::{Lease, UpstreamError, UpstreamPool};
 
 /// Header carrying the request id to the upstream and back to the client.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -38,9 +37,6 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 /// Client-supplied ids longer than this are replaced, to keep logs and upstream headers sane.
 const MAX_REQUEST_ID_LEN: usize = 128;
-
-/// The pooled upstream client; request bodies are buffered, so each attempt sends a copy.
-pub(crate) type UpstreamClient = Client<HttpConnector, Full<Bytes>>;
 
 /// The client end of one connection, with its address already formatted: every request on
 /// the connection appends it to `X-Forwarded-For` and most log it, so it is formatted once.
@@ -67,7 +63,8 @@ pub(crate) struct Shared {
     pub(crate) routes: RouteHandle,
     pub(crate) metrics: Metrics,
     pub(crate) access_log: Option<AccessLog>,
-    pub(crate) client: UpstreamClient,
+    /// This worker's upstream keep-alive connections.
+    pub(crate) upstream: Arc<UpstreamPool>,
 }
 
 /// Runs one request through the phases. Never fails: every early answer is a response.
@@ -156,13 +153,14 @@ pub(crate) async fn handle(
     };
 
     // 8. proxy
-    let upstream = match phase_proxy(&shared, parts, body, &target, &peer, &mut recorder).await {
-        Ok(response) => response,
-        Err(err) => return answer(err, recorder),
-    };
+    let (upstream, lease) =
+        match phase_proxy(&shared, parts, body, &target, &peer, &mut recorder).await {
+            Ok(answered) => answered,
+            Err(err) => return answer(err, recorder),
+        };
 
     // 9. record (when the response body ends)
-    phase_record(upstream, target.set_cookie.as_deref(), recorder)
+    phase_record(upstream, lease, target.set_cookie.as_deref(), recorder)
 }
 
 /// Keeps a sane client-supplied `X-Request-Id` (1..=128 visible ASCII characters) or makes a
@@ -495,15 +493,19 @@ async fn phase_proxy(
     target: &Target,
     peer: &Peer,
     recorder: &mut Recorder,
-) -> Result<Response<Incoming>, ProxyError> {
+) -> Result<(Response<Incoming>, Lease), ProxyError> {
     strip_hop_by_hop(&mut parts.headers);
     add_forwarded(&mut parts.headers, peer);
-    // Cheap to clone (shared bytes), and already parsed: each attempt reuses it.
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    // Origin form (`/path?query`), whatever form the client used; cheap to clone (shared
+    // bytes) and already parsed, so each attempt reuses it.
+    let uri = Uri::from(
+        parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
+    let has_host = parts.headers.contains_key(header::HOST);
 
     let deadline = tokio::time::Instant::now() + shared.config.upstream_timeout;
     let mut last_failure = String::new();
@@ -518,42 +520,40 @@ async fn phase_proxy(
             recorder.in_flight = Some(shared.routes.begin(instance));
             recorder.instance = Some(Arc::clone(&instance.id));
         }
-        let uri = Uri::builder()
-            .scheme("http")
-            .authority(instance.authority.clone())
-            .path_and_query(path_and_query.clone())
-            .build()
-            .map_err(|err| ProxyError::UpstreamUnavailable {
-                attempts: attempt,
-                reason: format!("cannot build upstream uri: {err}"),
-            })?;
         let mut request = Request::new(Full::new(body.clone()));
         *request.method_mut() = parts.method.clone();
-        *request.uri_mut() = uri;
+        *request.uri_mut() = uri.clone();
         // HTTP/1.1 upstream keeps the pooled connection reusable even for HTTP/1.0 clients.
         *request.version_mut() = Version::HTTP_11;
         *request.headers_mut() = parts.headers.clone();
+        if !has_host {
+            // An HTTP/1.0 client may send none; HTTP/1.1 requires one upstream.
+            request
+                .headers_mut()
+                .insert(header::HOST, instance.host.clone());
+        }
 
-        match tokio::time::timeout_at(deadline, shared.client.request(request)).await {
+        let sent = shared.upstream.send(instance.addr, request);
+        match tokio::time::timeout_at(deadline, sent).await {
             Err(_elapsed) => {
                 return Err(ProxyError::UpstreamTimeout(shared.config.upstream_timeout));
             }
-            Ok(Ok(response)) => return Ok(response),
-            Ok(Err(err)) if never_sent(&err) => {
+            Ok(Ok(answered)) => return Ok(answered),
+            Ok(Err(err)) if err.never_sent() => {
                 tracing::debug!(
                     request_id = %recorder.request_id,
                     instance = %instance.id,
-                    error = ?err,
+                    error = %err,
                     "upstream connect failed; trying the next instance"
                 );
-                last_failure = format!("{}: {err:?}", instance.id);
+                last_failure = format!("{}: {err}", instance.id);
                 attempt += 1;
             }
-            Ok(Err(err)) if stale_retry && closed_before_response(&err) => {
+            Ok(Err(err @ UpstreamError::ClosedBeforeResponse(_))) if stale_retry => {
                 tracing::debug!(
                     request_id = %recorder.request_id,
                     instance = %instance.id,
-                    error = ?err,
+                    error = %err,
                     "upstream closed the connection before answering; retrying once"
                 );
                 stale_retry = false;
@@ -561,7 +561,7 @@ async fn phase_proxy(
             Ok(Err(err)) => {
                 return Err(ProxyError::UpstreamUnavailable {
                     attempts: attempt + 1,
-                    reason: format!("{}: {err:?}", instance.id),
+                    reason: format!("{}: {err}", instance.id),
                 });
             }
         }
@@ -575,6 +575,7 @@ async fn phase_proxy(
 /// Wraps the upstream response so that the record phase runs when its body ends.
 fn phase_record(
     upstream: Response<Incoming>,
+    lease: Lease,
     set_cookie: Option<&str>,
     mut recorder: Recorder,
 ) -> Response<ResponseBody> {
@@ -586,7 +587,7 @@ fn phase_record(
         parts.headers.append(header::SET_COOKIE, value);
     }
     recorder.status = parts.status.as_u16();
-    Response::from_parts(parts, ResponseBody::upstream(body, recorder))
+    Response::from_parts(parts, ResponseBody::upstream(body, lease, recorder))
 }
 
 /// The gateway's own answer: status and JSON body from the error table.
@@ -658,25 +659,6 @@ async fn buffer_body(
         }
         Err(err) => Err(ProxyError::ClientBody(err.to_string())),
     }
-}
-
-/// True when the request certainly did not reach the instance, so sending it elsewhere cannot
-/// run it twice: the connection failed (refused, timed out), or a pooled connection closed
-/// before the request went out.
-fn never_sent(err: &hyper_util::client::legacy::Error) -> bool {
-    if err.is_connect() {
-        return true;
-    }
-    std::error::Error::source(err)
-        .and_then(|source| source.downcast_ref::<hyper::Error>())
-        .is_some_and(hyper::Error::is_canceled)
-}
-
-/// True when the upstream closed the connection before sending any response.
-fn closed_before_response(err: &hyper_util::client::legacy::Error) -> bool {
-    std::error::Error::source(err)
-        .and_then(|source| source.downcast_ref::<hyper::Error>())
-        .is_some_and(hyper::Error::is_incomplete_message)
 }
 
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1): `Connection` and every header it names,

@@ -21,6 +21,7 @@ use crate::edge::{EdgeRule, MAX_LOGGED_DECISIONS};
 use crate::metrics::Sample;
 use crate::phases::{Peer, Shared};
 use crate::routes::InFlightGuard;
+use crate::upstream::Lease;
 
 /// Status recorded when the client goes away before any response was produced (nginx's
 /// "client closed request").
@@ -198,6 +199,8 @@ impl Drop for Recorder {
 pub(crate) struct ResponseBody {
     inner: Inner,
     recorder: Option<Recorder>,
+    /// The upstream connection, given back to the pool when the body has ended.
+    lease: Option<Lease>,
 }
 
 enum Inner {
@@ -206,10 +209,11 @@ enum Inner {
 }
 
 impl ResponseBody {
-    pub(crate) fn upstream(body: Incoming, recorder: Recorder) -> Self {
+    pub(crate) fn upstream(body: Incoming, lease: Lease, recorder: Recorder) -> Self {
         Self {
             inner: Inner::Upstream(body),
             recorder: Some(recorder),
+            lease: Some(lease),
         }
     }
 
@@ -217,10 +221,18 @@ impl ResponseBody {
         Self {
             inner: Inner::Local(Full::new(body)),
             recorder: Some(recorder),
+            lease: None,
         }
     }
 
-    fn finish(&mut self) {
+    /// Records the request, and gives the upstream connection back if its body was read to
+    /// the end (else dropping the lease closes it).
+    fn finish(&mut self, body_ended: bool) {
+        if let Some(lease) = self.lease.take()
+            && body_ended
+        {
+            lease.release();
+        }
         if let Some(mut recorder) = self.recorder.take() {
             recorder.finish();
         }
@@ -243,13 +255,13 @@ impl Body for ResponseBody {
                 .map(|frame| frame.map(|result| result.map_err(|never| match never {}))),
         };
         match &polled {
-            Poll::Ready(None) => this.finish(),
+            Poll::Ready(None) => this.finish(true),
             Poll::Ready(Some(Err(_))) => {
                 if let Some(recorder) = this.recorder.as_mut() {
                     // The status line is already out; the log says why the body was cut short.
                     recorder.error = Some("upstream_body_error");
                 }
-                this.finish();
+                this.finish(false);
             }
             Poll::Ready(Some(Ok(_))) | Poll::Pending => {}
         }
@@ -273,8 +285,10 @@ impl Body for ResponseBody {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
-        // Dropped before its end: either hyper skipped polling an empty body, or the client
-        // went away mid-body. Both are recorded with the status already sent.
-        self.finish();
+        // Dropped before `poll_frame` said it ended: either hyper did not poll again after a
+        // body that says it has ended (its length reached), or the client went away mid-body.
+        // Both are recorded with the status already sent; only the first frees the connection.
+        let ended = self.is_end_stream();
+        self.finish(ended);
     }
 }

@@ -132,8 +132,10 @@ struct CompiledBackend {
 #[derive(Debug)]
 pub(crate) struct Instance {
     pub(crate) id: Arc<str>,
-    /// The instance's `host:port` as the upstream URI's authority, parsed once per table.
-    pub(crate) authority: http::uri::Authority,
+    /// Where the instance listens.
+    pub(crate) addr: std::net::SocketAddr,
+    /// `addr` as a `Host` value, for the rare client request without one; made once per table.
+    pub(crate) host: http::HeaderValue,
     /// Requests in flight to this instance (shared with every table naming it).
     pub(crate) in_flight: Arc<AtomicU64>,
 }
@@ -336,12 +338,13 @@ impl Compiled {
                         instances: backend
                             .instances
                             .iter()
-                            // A socket address always makes a valid authority.
+                            // A socket address always makes a valid header value.
                             .filter_map(|upstream| {
-                                let authority = upstream.addr.to_string().parse().ok()?;
+                                let host = upstream.addr.to_string().try_into().ok()?;
                                 Some(Arc::new(Instance {
                                     id: Arc::from(upstream.id.as_str()),
-                                    authority,
+                                    addr: upstream.addr,
+                                    host,
                                     in_flight: counter(&upstream.id),
                                 }))
                             })

@@ -352,6 +352,44 @@ async fn an_idempotent_request_is_retried_once_when_the_upstream_closes_before_a
 }
 
 #[tokio::test]
+async fn sequential_requests_share_one_upstream_connection() {
+    let upstream = TestUpstream::start("blue").await;
+    let gateway = TestGateway::with_table(table("api", vec![backend(1, 1000, &[&upstream])])).await;
+    let client = TestClient::new();
+    for _ in 0..20 {
+        let answer = client.get(gateway.addr, "/").await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(answer.body, "blue");
+    }
+    // One client connection is served by one worker, whose pool keeps the upstream one alive.
+    assert_eq!(upstream.connections.load(Ordering::SeqCst), 1);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_without_host_reaches_the_upstream_with_its_address_as_host() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = TestUpstream::start("blue").await;
+    let gateway = TestGateway::with_table(table("api", vec![backend(1, 1000, &[&upstream])])).await;
+    let mut socket = tokio::net::TcpStream::connect(gateway.addr)
+        .await
+        .expect("connect");
+    socket
+        .write_all(b"GET /x HTTP/1.0\r\n\r\n")
+        .await
+        .expect("write");
+    let mut response = Vec::new();
+    socket.read_to_end(&mut response).await.expect("read");
+    let response = String::from_utf8_lossy(&response).to_lowercase();
+    assert!(response.starts_with("http/1.0 200"), "{response}");
+    assert!(
+        response.contains(&format!("x-seen-host: {}\r\n", upstream.addr)),
+        "{response}"
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test]
 async fn all_instances_dead_is_502_upstream_unavailable() {
     let gateway = TestGateway::with_table(RouteTable {
         apps: vec![route(

@@ -7,6 +7,7 @@ pub mod mmdb;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,6 +36,8 @@ pub const ANSWER_AFTER_MS: &str = "x-test-sleep-ms";
 pub struct TestUpstream {
     pub name: String,
     pub addr: SocketAddr,
+    /// TCP connections accepted so far.
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -51,11 +54,14 @@ impl TestUpstream {
             .expect("bind upstream");
         let addr = listener.local_addr().expect("upstream addr");
         let owned = name.to_owned();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accepted = Arc::clone(&connections);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let name = owned.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| answer(name.clone(), req));
@@ -68,6 +74,7 @@ impl TestUpstream {
         Self {
             name: name.to_owned(),
             addr,
+            connections,
             task,
         }
     }
