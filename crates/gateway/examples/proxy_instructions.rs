@@ -2,10 +2,12 @@
 //! under `valgrind --tool=callgrind` (`bench/gateway_instructions.sh`): counts that do not
 //! move with the machine's load, unlike wall-clock throughput on a shared 2-core VM.
 //!
-//! `proxy_instructions N [edge]`: N sequential GETs of `/api/users?id=42` with browser-like
+//! `proxy_instructions N [edge|full]`: N sequential GETs of `/api/users?id=42` with browser-like
 //! headers over one keep-alive connection, from an in-process client, through a gateway with
 //! one worker and an access log, to an in-process hyper upstream. With `edge`, the gateway has
 //! the default edge policy (every WAF detector in block mode) without the per-IP rate limit.
+//! With `full`, the full-security gateway of `bench/waf/side_by_side.sh`: the WAF, the per-IP
+//! rate limit, an API key on every route and the per-key rate limit (limits far above N).
 //! Everything runs in this process, so the counts include the client and the upstream; the
 //! script subtracts a short run from a long one and reports per-request figures by function.
 
@@ -25,18 +27,22 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() {
     let mut args = std::env::args().skip(1);
     let Some(n) = args.next().and_then(|n| n.parse::<usize>().ok()) else {
-        eprintln!("usage: proxy_instructions N [edge]");
+        eprintln!("usage: proxy_instructions N [edge|full]");
         std::process::exit(2);
     };
-    let edge = args.next().as_deref() == Some("edge");
+    let mode = args.next().unwrap_or_default();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    runtime.block_on(run(n, edge));
+    runtime.block_on(run(n, &mode));
 }
 
-async fn run(n: usize, edge: bool) {
+/// The API key's secret in `full` mode; the edge table reads it from `PROXY_INSTRUCTIONS_KEY`,
+/// which `bench/gateway_instructions.sh` sets to this.
+const KEY_SECRET: &str = "proxy-instructions-secret";
+
+async fn run(n: usize, mode: &str) {
     let upstream = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind upstream");
@@ -62,12 +68,38 @@ async fn run(n: usize, edge: bool) {
         access_log: Some(log_dir.path().join("access.log")),
         ..GatewayConfig::default()
     };
-    if edge {
-        let policy = rollgate_core::config::edge::EdgeConfig {
-            rate_limit: None,
-            ..Default::default()
-        };
-        config = config.with_edge(Some(&policy)).expect("edge policy");
+    match mode {
+        "edge" => {
+            let policy = rollgate_core::config::edge::EdgeConfig {
+                rate_limit: None,
+                ..Default::default()
+            };
+            config = config.with_edge(Some(&policy)).expect("edge policy");
+        }
+        "full" => {
+            if std::env::var("PROXY_INSTRUCTIONS_KEY").as_deref() != Ok(KEY_SECRET) {
+                panic!("full mode needs PROXY_INSTRUCTIONS_KEY={KEY_SECRET} in the environment");
+            }
+            let text = r#"
+[app.api]
+run = "x"
+[env.full]
+listen = "127.0.0.1:0"
+[env.full.edge]
+waf = { mode = "block" }
+rate_limit = { requests = 1000000, per = "1s" }
+[env.full.edge.auth]
+routes = [{ prefix = "/", auth = "api_key" }]
+keys = [{ id = "bench", secret_env = "PROXY_INSTRUCTIONS_KEY", use = "api_key" }]
+rate_limit = { requests = 1000000, per = "1s" }
+"#;
+            let parsed =
+                rollgate_core::Config::parse(text, "proxy_instructions.toml").expect("edge table");
+            let policy = parsed.envs["full"].edge.clone().expect("edge table");
+            config = config.with_edge(Some(&policy)).expect("edge policy");
+        }
+        "" => {}
+        other => panic!("unknown mode {other:?}: expected edge or full"),
     }
     let gateway = Gateway::bind(config).await.expect("bind gateway");
     let addr = gateway.local_addr();
@@ -100,6 +132,7 @@ async fn run(n: usize, edge: bool) {
             .header("user-agent", "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0")
             .header("accept", "text/html,*/*;q=0.8")
             .header("accept-language", "en-GB,en;q=0.9")
+            .header("x-api-key", format!("rg_bench_{KEY_SECRET}"))
             .body(Full::new(Bytes::new()))
             .expect("request");
         let response = client.request(request).await.expect("response");
