@@ -105,11 +105,12 @@ impl Target {
     }
 }
 
-/// The memo bit ([`crate::memo`]) for a header or cookie value found clean by the rules of
-/// `target` at `paranoia`; 0 for targets that are not remembered.
+/// The memo bit ([`crate::memo`]) for a value found clean by the rules of `target` at
+/// `paranoia`; 0 for targets that are not remembered. Bits are per memo class: header and
+/// cookie values use four targets, the path (`Filename`) and parameter names (`ArgNames`) one.
 pub(crate) fn memo_bit(target: Target, paranoia: Paranoia) -> u16 {
     let slot = match target {
-        Target::Cookies => 0,
+        Target::Cookies | Target::Filename | Target::ArgNames => 0,
         Target::UserAgent => 1,
         Target::Referer => 2,
         Target::OtherHeader => 3,

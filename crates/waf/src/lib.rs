@@ -92,6 +92,7 @@ use config::{CompiledCrsExclusion, CompiledExclusion};
 use crs::{CrsRules, Target};
 use decode::{Decoded, Plus};
 use finding::matched_for_log;
+use memo::Class;
 use parse::{Field, Kind};
 
 /// One request as the gateway received it, borrowed: nothing is copied to build it.
@@ -297,12 +298,12 @@ impl Waf {
                 let field = header_field(name, value);
                 let scanner = RuleId::Scanner.bit();
                 if run.enabled_for(&field, scanner) != 0 {
-                    let known = memo::known_clean(value);
+                    let known = memo::known_clean(Class::Header, value);
                     if known & u16::from(scanner) == 0 {
                         if scanner::is_scanner_agent(value) {
                             run.report(&field, RuleId::Scanner, value, None);
                         } else {
-                            memo::remember_clean(value, known | u16::from(scanner));
+                            memo::remember_clean(Class::Header, value, u16::from(scanner));
                         }
                     }
                 }
@@ -354,7 +355,7 @@ impl Waf {
             // Other types (XML, text, binary) are not parsed; a JNDI lookup is dangerous in any
             // of them, because Java backends log bodies, and so are serialized objects and
             // gadget class names (XStream, XMLDecoder and deserializing endpoints).
-            run.check_own(&raw_body, RuleId::Log4shell.bit() | RuleId::Java.bit());
+            run.check_own(&raw_body, RuleId::Log4shell.bit() | RuleId::Java.bit(), 0);
             return;
         }
         for field in &fields {
@@ -371,6 +372,25 @@ fn is_json(essence: &str) -> bool {
 }
 
 /// A field naming an uploaded file: a multipart file name or an `X-Filename`-style header.
+/// How the memo remembers `field` when it is one of the values that repeat across requests
+/// (`memo`'s docs): header and cookie values, the path (`whole`: the path as CRS reads it; else
+/// one segment of it), query parameter names. File-name headers are checked by name as well,
+/// so they are not remembered.
+fn memo_class(field: &Field<'_>, whole: bool) -> Option<Class> {
+    match field.kind {
+        Kind::Header | Kind::Cookie if !is_upload_name(field) => Some(Class::Header),
+        Kind::Path if whole => Some(Class::Path),
+        Kind::Path => Some(Class::PathSegment),
+        Kind::QueryKey => Some(Class::QueryKey),
+        _ => None,
+    }
+}
+
+/// The own detectors' bits of a memo entry.
+fn memo_own(known: u16) -> u8 {
+    u8::try_from(known & u16::from(MEMOIZED)).unwrap_or(0)
+}
+
 fn is_upload_name(field: &Field<'_>) -> bool {
     match field.kind {
         Kind::MultipartFilename => true,
@@ -418,16 +438,26 @@ impl Run<'_> {
             name: Cow::Borrowed(b""),
             value: Cow::Borrowed(raw.as_bytes()),
         };
-        let enabled = self.enabled_for(&whole, RuleId::Traversal.bit() | RuleId::Scanner.bit());
+        // Route paths repeat: remember those found clean (see `memo`).
+        let known = memo::known_clean(Class::Path, raw.as_bytes());
+        let mut clean = 0u16;
+        let whole_rules = RuleId::Traversal.bit() | RuleId::Scanner.bit();
+        let enabled = self.enabled_for(&whole, whole_rules) & !memo_own(known);
         if enabled != 0 {
             let decoded = decode::decode(raw.as_bytes(), Plus::Literal);
+            let mut found = false;
             if enabled & RuleId::Scanner.bit() != 0 && scanner::is_probe_path(&decoded.full) {
+                found = true;
                 self.report(&whole, RuleId::Scanner, &decoded.full, None);
             }
             if enabled & RuleId::Traversal.bit() != 0
                 && traversal::check(&decoded.full, decoded.had_nul).is_some()
             {
+                found = true;
                 self.report(&whole, RuleId::Traversal, &decoded.full, None);
+            }
+            if !found {
+                clean |= u16::from(enabled);
             }
         }
         for segment in raw.as_bytes().split(|&b| b == b'/') {
@@ -443,7 +473,10 @@ impl Run<'_> {
         }
         // CRS's REQUEST_FILENAME rules read the whole path; after the segments, so that a
         // segment's own finding is not repeated as a CRS one.
-        self.crs(&whole);
+        clean |= self.crs(&whole, known);
+        if clean != 0 {
+            memo::remember_clean(Class::Path, raw.as_bytes(), clean);
+        }
     }
 
     /// The rules of `mask` that are enabled and not excluded for this field.
@@ -461,33 +494,31 @@ impl Run<'_> {
     /// Runs CRS's 941/942 rules that target this field's kind on it, and reports the first
     /// rule of each family that matched unless rollgate's own detector of that family already
     /// reported this field.
-    fn crs(&mut self, field: &Field<'_>) {
+    ///
+    /// `known` is what the memo knows of the value (0 when it is not remembered); returns the
+    /// memo bit of this target and paranoia level when the rules found it clean, else 0.
+    fn crs(&mut self, field: &Field<'_>, known: u16) -> u16 {
         let Ok(rules) = self.waf.crs else {
-            return;
+            return 0;
         };
         let Some(target) = crs_target(field) else {
-            return;
+            return 0;
         };
         if !rules.targets(target) {
-            return;
+            return 0;
         }
         let families = self.enabled_for(field, RuleId::Sqli.bit() | RuleId::Xss.bit());
         if families == 0 {
-            return;
+            return 0;
         }
-        // A client's headers and cookies repeat: remember those the rules found clean (the
-        // verdict depends only on the bytes, the target and the paranoia level).
-        let memo_bit = match field.kind {
-            Kind::Header | Kind::Cookie => crs::memo_bit(target, self.waf.config.paranoia),
-            _ => 0,
-        };
-        let known = if memo_bit != 0 {
-            memo::known_clean(&field.value)
+        // The verdict depends only on the bytes, the target and the paranoia level.
+        let memo_bit = if memo_class(field, true).is_some() {
+            crs::memo_bit(target, self.waf.config.paranoia)
         } else {
             0
         };
         if known & memo_bit != 0 {
-            return;
+            return 0;
         }
         // What CRS's request parser hands the rules: query and form pairs decoded once (then
         // each rule's t:urlDecodeUni decodes again), the path decoded once, the rest raw.
@@ -502,9 +533,7 @@ impl Run<'_> {
         let mut hits = std::mem::take(&mut self.crs_hits);
         hits.clear();
         rules.scan(target, &base, plain_path, &mut hits);
-        if hits.is_empty() && memo_bit != 0 {
-            memo::remember_clean(&field.value, known | memo_bit);
-        }
+        let clean = if hits.is_empty() { memo_bit } else { 0 };
         if !hits.is_empty() {
             let label = (!self.crs_exclusions.is_empty()).then(|| field.label());
             for hit in &hits {
@@ -524,6 +553,7 @@ impl Run<'_> {
             }
         }
         self.crs_hits = hits;
+        clean
     }
 
     fn report_crs(&mut self, field: &Field<'_>, family: RuleId, id: u32, matched: &[u8]) {
@@ -545,34 +575,29 @@ impl Run<'_> {
     }
 
     /// Runs the detectors of `mask` on one field's decoded forms, then the CRS rules.
+    /// Runs rollgate's own detectors of `mask` and the CRS rules on one field (on a path
+    /// segment only the former: CRS reads the whole path), skipping what the memo knows.
     fn check(&mut self, field: &Field<'_>, mask: u8) {
-        self.check_own(field, mask);
+        let class = memo_class(field, false);
+        let known = class.map_or(0, |class| memo::known_clean(class, &field.value));
+        let mut clean = self.check_own(field, mask, known);
         if field.kind != Kind::Path {
-            self.crs(field);
+            clean |= self.crs(field, known);
+        }
+        if let Some(class) = class
+            && clean != 0
+        {
+            memo::remember_clean(class, &field.value, clean);
         }
     }
 
-    /// Runs rollgate's own detectors of `mask` on one field's decoded forms.
-    fn check_own(&mut self, field: &Field<'_>, mask: u8) {
-        let mask = self.enabled_for(field, mask);
+    /// Runs rollgate's own detectors of `mask` on one field's decoded forms, except those
+    /// the memo `known` says found it clean; returns the memo bits of the detectors that ran
+    /// and found it clean (0 when any found something, or the field is not remembered).
+    fn check_own(&mut self, field: &Field<'_>, mask: u8, known: u16) -> u16 {
+        let mask = self.enabled_for(field, mask) & !memo_own(known);
         if mask == 0 {
-            return;
-        }
-        // Header and cookie values repeat across a client's requests: skip the detectors whose
-        // verdict depends only on the bytes (libinjection above all) for those this thread
-        // already found clean (see `memo`), and with them the decoding. File-name headers are
-        // checked by name as well, so they are not memoized.
-        let memoizable =
-            matches!(field.kind, Kind::Header | Kind::Cookie) && !is_upload_name(field);
-        let known_all = if memoizable {
-            memo::known_clean(&field.value)
-        } else {
-            0
-        };
-        let known = u8::try_from(known_all & u16::from(MEMOIZED)).unwrap_or(0);
-        let mask = mask & !known;
-        if mask == 0 {
-            return;
+            return 0;
         }
         let mut memo_hit = false;
         let d = decode::decode(&field.value, field.kind.plus());
@@ -618,10 +643,11 @@ impl Run<'_> {
             self.report(field, RuleId::Java, &d.full, None);
         }
         // Remember only what was inspected here and found clean (not a value whose finding
-        // was merely deduplicated), together with what was already known.
-        let checked = mask & MEMOIZED;
-        if memoizable && checked != 0 && !memo_hit {
-            memo::remember_clean(&field.value, known_all | u16::from(checked));
+        // was merely deduplicated).
+        if memo_hit || memo_class(field, false).is_none() {
+            0
+        } else {
+            u16::from(mask & MEMOIZED)
         }
     }
 

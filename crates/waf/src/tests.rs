@@ -621,6 +621,36 @@ fn every_header_verdict_repeats_with_the_memo() {
 }
 
 #[test]
+fn path_and_parameter_name_verdicts_repeat_with_the_memo() {
+    // Path segments, whole paths and query parameter names are remembered when clean: the
+    // same clean request stays clean, and attacks in those places are found every time.
+    for _ in 0..3 {
+        assert_eq!(get("/api/users/profile", Some("id=42&sort=name")), vec![]);
+        let found = get("/api/%3Cscript%3Ealert(1)%3C%2Fscript%3E", None);
+        assert!(
+            found
+                .iter()
+                .any(|f| f.rule == RuleId::Xss && f.field == "path"),
+            "{found:?}"
+        );
+        let found = get("/static/..%2f..%2f..%2fetc/passwd", None);
+        assert!(
+            found.iter().any(|f| f.rule == RuleId::Traversal),
+            "{found:?}"
+        );
+        let found = get("/api/users", Some("id%27%20OR%20%271%27%3D%271=1"));
+        assert!(
+            found
+                .iter()
+                .any(|f| f.rule == RuleId::Sqli && f.field.starts_with("query-key")),
+            "{found:?}"
+        );
+        // The clean parts of those requests, alone again, are still clean.
+        assert_eq!(get("/api/users", Some("id=1")), vec![]);
+    }
+}
+
+#[test]
 fn memo_keeps_rce_and_java_verdicts_per_value() {
     let ua: &[u8] = b"Mozilla/5.0 (X11; Linux x86_64) memo-rce-java";
     assert_eq!(with_headers(&[("User-Agent", ua)]), vec![]);
