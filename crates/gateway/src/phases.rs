@@ -78,7 +78,7 @@ pub(crate) async fn handle(
     let edge = shared.config.edge.as_deref();
 
     // 1. request id
-    let request_id = phase_request_id(&mut parts.headers);
+    let (request_id, own_request_id) = phase_request_id(&mut parts.headers);
     let mut recorder = Recorder::start(
         Arc::clone(&shared),
         started,
@@ -124,7 +124,7 @@ pub(crate) async fn handle(
 
     // 6. waf (403)
     if let Some(edge) = edge
-        && let Err(err) = phase_waf(edge, &parts, &body, &mut recorder)
+        && let Err(err) = phase_waf(edge, &parts, &body, own_request_id, &mut recorder)
     {
         return answer(err, recorder);
     }
@@ -165,18 +165,19 @@ pub(crate) async fn handle(
 
 /// Keeps a sane client-supplied `X-Request-Id` (1..=128 visible ASCII characters) or makes a
 /// new 128-bit random one, and puts it on the request.
-fn phase_request_id(headers: &mut HeaderMap) -> String {
+/// Returns the id and whether the gateway made it (and so need not inspect it).
+fn phase_request_id(headers: &mut HeaderMap) -> (String, bool) {
     if let Some(id) = headers
         .get(REQUEST_ID)
         .and_then(|v| sane_request_id(v.as_bytes()))
     {
-        return id;
+        return (id, false);
     }
     let id = random::request_id();
     if let Ok(value) = HeaderValue::from_str(&id) {
         headers.insert(REQUEST_ID, value);
     }
-    id
+    (id, true)
 }
 
 fn sane_request_id(value: &[u8]) -> Option<String> {
@@ -396,16 +397,19 @@ async fn phase_body(
 }
 
 /// Inspects path, query, headers, cookies and the buffered body; blocks when any finding's
-/// rule is in block mode. Every finding is logged; each rule counts once per request.
+/// rule is in block mode. Every finding is logged; each rule counts once per request. An
+/// `X-Request-Id` the gateway made itself (`own_request_id`) is not the client's to inspect.
 fn phase_waf(
     edge: &EdgePolicy,
     parts: &Parts,
     body: &Bytes,
+    own_request_id: bool,
     recorder: &mut Recorder,
 ) -> Result<(), ProxyError> {
     let headers: Vec<(&str, &[u8])> = parts
         .headers
         .iter()
+        .filter(|(name, _)| !(own_request_id && *name == REQUEST_ID))
         .map(|(name, value)| (name.as_str(), value.as_bytes()))
         .collect();
     let request = RequestView {
@@ -772,8 +776,14 @@ mod tests {
 
         let mut headers = HeaderMap::new();
         headers.insert(REQUEST_ID, HeaderValue::from_static("bad id"));
-        let id = phase_request_id(&mut headers);
+        let (id, own) = phase_request_id(&mut headers);
         assert_eq!(id.len(), 32);
+        assert!(own);
         assert_eq!(headers[&REQUEST_ID], id.as_str());
+        headers.insert(REQUEST_ID, HeaderValue::from_static("client-id-1"));
+        assert_eq!(
+            phase_request_id(&mut headers),
+            ("client-id-1".to_owned(), false)
+        );
     }
 }

