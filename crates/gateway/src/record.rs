@@ -72,6 +72,25 @@ pub(crate) struct EdgeDecision {
     matched: Option<String>,
 }
 
+#[cfg(test)]
+impl EdgeDecision {
+    pub(crate) fn new(
+        rule: &'static str,
+        action: &'static str,
+        crs: Option<u32>,
+        field: Option<String>,
+        matched: Option<String>,
+    ) -> Self {
+        EdgeDecision {
+            rule,
+            action,
+            crs,
+            field,
+            matched,
+        }
+    }
+}
+
 impl Recorder {
     pub(crate) fn start(
         shared: Arc<Shared>,
