@@ -599,6 +599,21 @@ impl Run<'_> {
         if mask == 0 {
             return 0;
         }
+        let remembered = |mask: u8| {
+            if memo_class(field, false).is_none() {
+                0
+            } else {
+                u16::from(mask & MEMOIZED)
+            }
+        };
+        // Ids, counts and page numbers, the commonest values of an API: ASCII digits decode to
+        // themselves and no detector can report them (SQLi and XSS need more than one token,
+        // traversal a dot or a slash, Log4Shell `${`, shellshock `() {`, RCE a separator or a
+        // command word, Java a letter). `tests::digits_are_clean_to_every_detector` checks it.
+        // Not remembered: this is cheaper than the memo, and ids would only crowd it.
+        if field.value.iter().all(u8::is_ascii_digit) && !field.value.is_empty() {
+            return 0;
+        }
         let mut memo_hit = false;
         let d = decode::decode(&field.value, field.kind.plus());
         let has = |r: RuleId| mask & r.bit() != 0;
@@ -644,11 +659,7 @@ impl Run<'_> {
         }
         // Remember only what was inspected here and found clean (not a value whose finding
         // was merely deduplicated).
-        if memo_hit || memo_class(field, false).is_none() {
-            0
-        } else {
-            u16::from(mask & MEMOIZED)
-        }
+        if memo_hit { 0 } else { remembered(mask) }
     }
 
     fn report(

@@ -11,14 +11,14 @@
 //! values repeat on nearly every request of a client. The memo changes no verdict: it holds only
 //! values whose full bytes were inspected and found clean, compares full bytes and the value's
 //! [`Class`] on lookup (a hash collision only evicts), and the verdict depends on nothing but
-//! those bytes and how that class is decoded. An attacker who floods it with distinct values
-//! only gets the uncached cost. `Waf` stays immutable and `Send + Sync`; each thread has its own
+//! those bytes and how that class is decoded. A client that floods it with distinct values
+//! evicts entries, which costs their owners one uncached inspection each and changes no verdict. `Waf` stays immutable and `Send + Sync`; each thread has its own
 //! memo, so there is no lock on the request path.
 
 use std::cell::RefCell;
 
-/// Slots per thread (direct-mapped). 1024 × up to [`MAX_LEN`] bytes bounds the memory at
-/// 512 KiB per thread; typical values are tens of bytes.
+/// Slots per table and thread, in pairs (two-way set associative). 2 tables × 1024 × up to
+/// [`MAX_LEN`] bytes bound the memory at 1 MiB per thread; typical values are tens of bytes.
 const SLOTS: usize = 1024;
 /// Longer values are not remembered: they are rare and would make the memo large.
 pub(crate) const MAX_LEN: usize = 512;
@@ -43,19 +43,50 @@ pub(crate) enum Class {
 type Slot = Option<(Class, u16, Box<[u8]>)>;
 
 thread_local! {
-    static CLEAN: RefCell<Vec<Slot>> = RefCell::new(vec![None; SLOTS]);
+    /// Two tables: header and cookie values, and the path and parameter names, so that an API
+    /// whose paths carry ids (every one new) never evicts its clients' `User-Agent`.
+    static CLEAN: [RefCell<Vec<Slot>>; 2] = [
+        RefCell::new(vec![None; SLOTS]),
+        RefCell::new(vec![None; SLOTS]),
+    ];
 }
 
-/// FNV-1a over the class and the value: fast on short values and good enough to spread slots;
-/// collisions cost only a miss.
-fn slot(class: Class, value: &[u8]) -> usize {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ (class as u64);
-    h = h.wrapping_mul(0x0100_0000_01b3);
-    for &b in value {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
+/// The table of `class`.
+fn table(class: Class) -> usize {
+    match class {
+        Class::Header => 0,
+        Class::PathSegment | Class::Path | Class::QueryKey => 1,
     }
-    (h as usize) & (SLOTS - 1)
+}
+
+/// The first slot of the pair `value` of `class` may sit in (the table is two-way set
+/// associative: two hot values whose hashes meet share a pair instead of evicting each other
+/// on every request). A multiply-rotate hash (FxHash's) over the class and the value, eight
+/// bytes at a time: fast on the short values remembered here and good enough to spread them;
+/// collisions cost only a miss. A client that sends many distinct or colliding values only
+/// evicts entries: their owners pay one uncached inspection each, and no verdict changes.
+fn pair(class: Class, value: &[u8]) -> usize {
+    const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+    let mix = |h: u64, word: u64| (h.rotate_left(5) ^ word).wrapping_mul(K);
+    let mut h = mix(class as u64, value.len() as u64);
+    let mut chunks = value.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        h = mix(h, u64::from_le_bytes(word));
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut word = [0u8; 8];
+        word[..rest.len()].copy_from_slice(rest);
+        h = mix(h, u64::from_le_bytes(word));
+    }
+    // The high bits are the best mixed.
+    ((h >> 32) as usize & (SLOTS / 2 - 1)) * 2
+}
+
+fn holds(slot: &Slot, class: Class, value: &[u8]) -> bool {
+    matches!(slot, Some((c, _, v)) if *c == class && **v == *value)
 }
 
 /// The rule bits `value` of `class` was found clean by on this thread (0 when unknown).
@@ -65,28 +96,42 @@ pub(crate) fn known_clean(class: Class, value: &[u8]) -> u16 {
     }
     CLEAN
         .try_with(|memo| {
-            memo.try_borrow()
-                .map_or(0, |m| match &m[slot(class, value)] {
-                    Some((c, rules, v)) if *c == class && **v == *value => *rules,
-                    _ => 0,
-                })
+            memo[table(class)].try_borrow().map_or(0, |m| {
+                let first = pair(class, value);
+                m[first..first + 2]
+                    .iter()
+                    .find_map(|slot| match slot {
+                        Some((c, rules, v)) if *c == class && **v == *value => Some(*rules),
+                        _ => None,
+                    })
+                    .unwrap_or(0)
+            })
         })
         .unwrap_or(0)
 }
 
-/// Records that `value` of `class` was found clean by the detectors of `rules`.
+/// Records that `value` of `class` was found clean by the detectors of `rules`. A new value
+/// takes the pair's first slot and moves the one there to the second, evicting the older.
 pub(crate) fn remember_clean(class: Class, value: &[u8], rules: u16) {
     if value.len() > MAX_LEN || rules == 0 {
         return;
     }
     // Failing to remember (thread teardown) only costs a later miss.
     let _ = CLEAN.try_with(|memo| {
-        if let Ok(mut m) = memo.try_borrow_mut() {
-            match &mut m[slot(class, value)] {
+        if let Ok(mut m) = memo[table(class)].try_borrow_mut() {
+            let first = pair(class, value);
+            let Some(slots) = m.get_mut(first..first + 2) else {
+                return;
+            };
+            if let Some(Some((_, known, _))) =
+                slots.iter_mut().find(|slot| holds(slot, class, value))
+            {
                 // More detectors found the same value clean: no new copy of it.
-                Some((c, known, v)) if *c == class && **v == *value => *known |= rules,
-                entry => *entry = Some((class, rules, value.into())),
+                *known |= rules;
+                return;
             }
+            slots.swap(0, 1);
+            slots[0] = Some((class, rules, value.into()));
         }
     });
 }
@@ -115,6 +160,37 @@ mod tests {
         assert_eq!(known_clean(Class::QueryKey, v), 0);
         remember_clean(Class::QueryKey, v, 0b1);
         assert_eq!(known_clean(Class::QueryKey, v), 0b1);
+    }
+
+    #[test]
+    fn slots_spread_similar_values() {
+        // Values that differ in one byte, or only in length, land in many different slots.
+        let mut used = std::collections::HashSet::new();
+        for i in 0..256u32 {
+            used.insert(pair(Class::Header, format!("session={i:03}").as_bytes()));
+            used.insert(pair(Class::Header, &vec![b'a'; i as usize]));
+        }
+        assert!(used.len() > 250, "{} distinct pairs", used.len());
+    }
+
+    #[test]
+    fn two_values_of_one_pair_are_both_remembered() {
+        // Find three header values of one pair: the two most recent stay, the oldest goes.
+        let target = pair(Class::Header, b"value-0");
+        let same: Vec<Vec<u8>> = (1..200_000)
+            .map(|i| format!("value-{i}").into_bytes())
+            .filter(|v| pair(Class::Header, v) == target)
+            .take(2)
+            .collect();
+        let [a, b] = [&same[0], &same[1]];
+        remember_clean(Class::Header, b"value-0", 0b1);
+        remember_clean(Class::Header, a, 0b10);
+        assert_eq!(known_clean(Class::Header, b"value-0"), 0b1);
+        assert_eq!(known_clean(Class::Header, a), 0b10);
+        remember_clean(Class::Header, b, 0b100);
+        assert_eq!(known_clean(Class::Header, b"value-0"), 0);
+        assert_eq!(known_clean(Class::Header, a), 0b10);
+        assert_eq!(known_clean(Class::Header, b), 0b100);
     }
 
     #[test]
