@@ -13,7 +13,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use governor::{DefaultKeyedRateLimiter, RateLimiter};
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use rollgate_core::config::edge::{AuthConfig, AuthRequirement, AuthRoute, EdgeMode};
 use rollgate_core::signing::{
     self, API_KEY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, api_key_id, api_key_sha256,
@@ -22,6 +22,11 @@ use rollgate_core::signing::{
 use subtle::ConstantTimeEq;
 
 use crate::edge::{EdgeError, EdgeRule, check_keyed, quota};
+
+// The auth headers as parsed names: a lookup by `&str` validates and lower-cases it first.
+const API_KEY: HeaderName = HeaderName::from_static(API_KEY_HEADER);
+const SIGNATURE: HeaderName = HeaderName::from_static(SIGNATURE_HEADER);
+const TIMESTAMP: HeaderName = HeaderName::from_static(TIMESTAMP_HEADER);
 use crate::keys::KeySource;
 
 /// Why a request was not authenticated; each has a stable code, the `code` of the 401 body.
@@ -170,10 +175,10 @@ impl Authenticator {
         body: &[u8],
         now: u64,
     ) -> Result<Option<String>, AuthFailure> {
-        let has_signature = headers.contains_key(SIGNATURE_HEADER);
+        let has_signature = headers.contains_key(SIGNATURE);
         match self.requirement(path) {
             AuthRequirement::None => Ok(None),
-            AuthRequirement::ApiKey if headers.contains_key(API_KEY_HEADER) => {
+            AuthRequirement::ApiKey if headers.contains_key(API_KEY) => {
                 self.check_api_key(headers).map(Some)
             }
             AuthRequirement::ApiKey if !has_signature => Err(AuthFailure::ApiKeyMissing),
@@ -189,7 +194,7 @@ impl Authenticator {
     }
 
     fn check_api_key(&self, headers: &HeaderMap) -> Result<String, AuthFailure> {
-        let presented = single(headers, API_KEY_HEADER).ok_or(AuthFailure::ApiKeyInvalid)?;
+        let presented = single(headers, &API_KEY).ok_or(AuthFailure::ApiKeyInvalid)?;
         let id = api_key_id(presented).ok_or(AuthFailure::ApiKeyInvalid)?;
         let hash = api_key_sha256(presented);
         let material = self.material(id);
@@ -217,9 +222,9 @@ impl Authenticator {
         now: u64,
     ) -> Result<String, AuthFailure> {
         let invalid = AuthFailure::SignatureInvalid;
-        let header = single(headers, SIGNATURE_HEADER).ok_or(invalid)?;
+        let header = single(headers, &SIGNATURE).ok_or(invalid)?;
         let (key_id, signature) = parse_signature_header(header).ok_or(invalid)?;
-        let ts_text = single(headers, TIMESTAMP_HEADER).ok_or(invalid)?;
+        let ts_text = single(headers, &TIMESTAMP).ok_or(invalid)?;
         let ts = parse_timestamp(ts_text).ok_or(invalid)?;
         let material = self.material(key_id);
         let secret = material.as_ref().and_then(|m| m.hmac_secret());
@@ -261,7 +266,7 @@ impl Authenticator {
 }
 
 /// The value of a header that is present exactly once, as text.
-fn single<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+fn single<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h str> {
     let mut values = headers.get_all(name).iter();
     let first = values.next()?;
     if values.next().is_some() {

@@ -35,6 +35,8 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+/// The verified key id, for the app; a client's own is removed first.
+const KEY_ID: HeaderName = HeaderName::from_static(KEY_ID_HEADER);
 /// Client-supplied ids longer than this are replaced, to keep logs and upstream headers sane.
 const MAX_REQUEST_ID_LEN: usize = 128;
 
@@ -286,7 +288,7 @@ fn phase_auth(
     let Some(auth) = edge.auth() else {
         return Ok(None);
     };
-    parts.headers.remove(KEY_ID_HEADER);
+    parts.headers.remove(KEY_ID);
     let verdict = auth.authenticate(
         parts.method.as_str(),
         parts.uri.path(),
@@ -298,7 +300,7 @@ fn phase_auth(
     match verdict {
         Ok(Some(key_id)) => {
             if let Ok(value) = HeaderValue::from_str(&key_id) {
-                parts.headers.insert(KEY_ID_HEADER, value);
+                parts.headers.insert(KEY_ID, value);
             }
             recorder.key_id = Some(key_id.clone());
             Ok(Some(key_id))
