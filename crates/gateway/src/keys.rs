@@ -4,7 +4,6 @@
 //! (environment variables and a key file with mode 0600). Secrets never appear in `Debug`
 //! output, errors or logs, and are cleared from memory when dropped.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -12,6 +11,7 @@ use std::path::{Path, PathBuf};
 use rollgate_core::config::ConfigErrors;
 use rollgate_core::config::edge::{AuthConfig, KeyUse, parse_keys_file};
 use rollgate_core::signing::{api_key, api_key_sha256};
+use rustc_hash::FxHashMap;
 use zeroize::Zeroizing;
 
 /// Shortest secret accepted, in bytes: shorter ones can be guessed.
@@ -134,7 +134,9 @@ pub enum KeyError {
 /// Keys held in memory: those `rollgate.toml` references, or any given to [`StaticKeys::insert`].
 #[derive(Default)]
 pub struct StaticKeys {
-    keys: HashMap<String, KeyMaterial>,
+    /// Hashed with FxHash: built once from the configuration, never grown by clients (a
+    /// client's key id is only looked up).
+    keys: FxHashMap<String, KeyMaterial>,
 }
 
 impl fmt::Debug for StaticKeys {

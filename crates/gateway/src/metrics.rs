@@ -2,13 +2,14 @@
 //! counters and a latency histogram, read by analysis and automatic rollback; and the edge
 //! rules' block/count counters.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use rollgate_core::config::edge::EdgeMode;
+use rustc_hash::FxHashMap;
 
 use crate::edge::{EdgeCounts, EdgeRule};
 
@@ -66,7 +67,8 @@ struct MetricsInner {
 }
 
 /// Series keyed by app, then version, so lookups by `&str` need no allocation.
-type SeriesByApp = HashMap<String, HashMap<u64, Arc<Mutex<Series>>>>;
+/// Hashed with FxHash: app names and versions come from the routing table, not from clients.
+type SeriesByApp = FxHashMap<String, FxHashMap<u64, Arc<Mutex<Series>>>>;
 
 /// The ring of one (app, version).
 struct Series {
@@ -115,7 +117,7 @@ impl Metrics {
         Self {
             inner: Arc::new(MetricsInner {
                 origin: Instant::now(),
-                series: RwLock::new(HashMap::new()),
+                series: RwLock::new(FxHashMap::default()),
                 access_log_dropped: AtomicU64::new(0),
                 edge: std::array::from_fn(|_| [AtomicU64::new(0), AtomicU64::new(0)]),
             }),

@@ -14,7 +14,6 @@
 //!
 //! [`GatewayConfig::idle_pool_timeout`]: crate::GatewayConfig::idle_pool_timeout
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -25,6 +24,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use rustc_hash::FxHashMap;
 
 /// The request body type the gateway sends: the buffered client body.
 pub(crate) type UpstreamBody = Full<Bytes>;
@@ -55,9 +55,10 @@ impl UpstreamError {
     }
 }
 
-/// One worker's idle connections, by instance address.
+/// One worker's idle connections, by instance address (hashed with FxHash: the addresses come
+/// from the routing table, not from clients).
 pub(crate) struct UpstreamPool {
-    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    idle: Mutex<FxHashMap<SocketAddr, Vec<Idle>>>,
     connect_timeout: Duration,
     idle_timeout: Duration,
 }
@@ -70,7 +71,7 @@ struct Idle {
 impl UpstreamPool {
     pub(crate) fn new(connect_timeout: Duration, idle_timeout: Duration) -> Arc<Self> {
         Arc::new(UpstreamPool {
-            idle: Mutex::new(HashMap::new()),
+            idle: Mutex::new(FxHashMap::default()),
             connect_timeout,
             idle_timeout,
         })
