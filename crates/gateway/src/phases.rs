@@ -519,6 +519,7 @@ async fn phase_proxy(
     // does after 2 s); the request then dies before any response. For idempotent methods one
     // more try on a fresh connection is safe and hides that race from the client.
     let mut stale_retry = parts.method.is_idempotent();
+    let mut fresh = false;
     let mut attempt = 0;
     while let Some(instance) = target.instances.get(attempt) {
         if attempt > 0 {
@@ -539,7 +540,7 @@ async fn phase_proxy(
                 .insert(header::HOST, instance.host.clone());
         }
 
-        let sent = shared.upstream.send(instance.addr, request);
+        let sent = shared.upstream.send(instance.addr, request, fresh);
         match tokio::time::timeout_at(deadline, sent).await {
             Err(_elapsed) => {
                 return Err(ProxyError::UpstreamTimeout(shared.config.upstream_timeout));
@@ -563,6 +564,8 @@ async fn phase_proxy(
                     "upstream closed the connection before answering; retrying once"
                 );
                 stale_retry = false;
+                // Other idle connections to it may be just as stale.
+                fresh = true;
             }
             Ok(Err(err)) => {
                 return Err(ProxyError::UpstreamUnavailable {

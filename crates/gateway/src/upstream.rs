@@ -78,14 +78,16 @@ impl UpstreamPool {
     }
 
     /// Sends `request` (origin-form URI, `Host` set) to the instance at `addr` on an idle
-    /// connection, or on a new one when none is left. Returns the response head and the
-    /// connection's lease, to be given back when the response body has ended.
+    /// connection, or on a new one when none is left or `fresh` asks for one. Returns the
+    /// response head and the connection's lease, to be given back when the response body has
+    /// ended.
     pub(crate) async fn send(
         self: &Arc<Self>,
         addr: SocketAddr,
         mut request: Request<UpstreamBody>,
+        fresh: bool,
     ) -> Result<(http::Response<Incoming>, Lease), UpstreamError> {
-        while let Some(mut sender) = self.checkout(addr) {
+        while let Some(mut sender) = (!fresh).then(|| self.checkout(addr)).flatten() {
             match sender.try_send_request(request).await {
                 Ok(response) => return Ok((response, self.lease(addr, sender))),
                 Err(mut err) => match err.take_message() {
@@ -275,7 +277,7 @@ mod tests {
         let (addr, accepted) = upstream().await;
         let pool = UpstreamPool::new(Duration::from_secs(2), Duration::from_secs(30));
         for _ in 0..5 {
-            let (response, lease) = pool.send(addr, get(addr)).await.expect("response");
+            let (response, lease) = pool.send(addr, get(addr), false).await.expect("response");
             let body = response
                 .into_body()
                 .collect()
@@ -292,12 +294,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn fresh_asks_for_a_new_connection() {
+        let (addr, accepted) = upstream().await;
+        let pool = UpstreamPool::new(Duration::from_secs(2), Duration::from_secs(30));
+        for fresh in [false, false, true] {
+            let (response, lease) = pool.send(addr, get(addr), fresh).await.expect("response");
+            let _ = response.into_body().collect().await.expect("body");
+            lease.release();
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        // Both connections are idle now: the pool keeps them for the next requests.
+        assert_eq!(pool.idle_count(), 2);
+    }
+
+    #[tokio::test]
     async fn a_lease_dropped_mid_body_is_not_reused() {
         let (addr, accepted) = upstream().await;
         let pool = UpstreamPool::new(Duration::from_secs(2), Duration::from_secs(30));
-        let (_response, lease) = pool.send(addr, get(addr)).await.expect("response");
+        let (_response, lease) = pool.send(addr, get(addr), false).await.expect("response");
         drop(lease);
-        let (response, lease) = pool.send(addr, get(addr)).await.expect("response");
+        let (response, lease) = pool.send(addr, get(addr), false).await.expect("response");
         let _ = response.into_body().collect().await.expect("body");
         lease.release();
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
@@ -307,7 +324,7 @@ mod tests {
     async fn expired_and_closed_connections_are_swept() {
         let (addr, _) = upstream().await;
         let pool = UpstreamPool::new(Duration::from_secs(2), Duration::from_millis(50));
-        let (response, lease) = pool.send(addr, get(addr)).await.expect("response");
+        let (response, lease) = pool.send(addr, get(addr), false).await.expect("response");
         let _ = response.into_body().collect().await.expect("body");
         lease.release();
         tokio::task::yield_now().await;
@@ -324,7 +341,7 @@ mod tests {
             .and_then(|l| l.local_addr())
             .expect("address");
         let pool = UpstreamPool::new(Duration::from_secs(2), Duration::from_secs(30));
-        match pool.send(addr, get(addr)).await {
+        match pool.send(addr, get(addr), false).await {
             Ok(_) => panic!("a closed port answered"),
             Err(err) => assert!(err.never_sent(), "{err}"),
         }
