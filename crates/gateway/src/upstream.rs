@@ -272,22 +272,27 @@ mod tests {
             .expect("request")
     }
 
+    /// One whole exchange: send, read the body to its end, give the connection back, and let
+    /// the connection task settle as the next request would.
+    async fn exchange(pool: &Arc<UpstreamPool>, addr: SocketAddr, fresh: bool) -> Bytes {
+        let (response, lease) = pool.send(addr, get(addr), fresh).await.expect("response");
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        lease.release();
+        tokio::task::yield_now().await;
+        body
+    }
+
     #[tokio::test]
     async fn a_connection_is_reused_after_its_body_ends() {
         let (addr, accepted) = upstream().await;
         let pool = UpstreamPool::new(Duration::from_secs(2), Duration::from_secs(30));
         for _ in 0..5 {
-            let (response, lease) = pool.send(addr, get(addr), false).await.expect("response");
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .expect("body")
-                .to_bytes();
-            assert_eq!(&body[..], b"ok");
-            lease.release();
-            // Let the connection task settle, as the next request would.
-            tokio::task::yield_now().await;
+            assert_eq!(&exchange(&pool, addr, false).await[..], b"ok");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
         assert_eq!(pool.idle_count(), 1);
@@ -298,10 +303,7 @@ mod tests {
         let (addr, accepted) = upstream().await;
         let pool = UpstreamPool::new(Duration::from_secs(2), Duration::from_secs(30));
         for fresh in [false, false, true] {
-            let (response, lease) = pool.send(addr, get(addr), fresh).await.expect("response");
-            let _ = response.into_body().collect().await.expect("body");
-            lease.release();
-            tokio::task::yield_now().await;
+            exchange(&pool, addr, fresh).await;
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
         // Both connections are idle now: the pool keeps them for the next requests.
@@ -314,20 +316,15 @@ mod tests {
         let pool = UpstreamPool::new(Duration::from_secs(2), Duration::from_secs(30));
         let (_response, lease) = pool.send(addr, get(addr), false).await.expect("response");
         drop(lease);
-        let (response, lease) = pool.send(addr, get(addr), false).await.expect("response");
-        let _ = response.into_body().collect().await.expect("body");
-        lease.release();
+        exchange(&pool, addr, false).await;
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
-    async fn expired_and_closed_connections_are_swept() {
+    async fn connections_idle_past_the_timeout_are_swept() {
         let (addr, _) = upstream().await;
         let pool = UpstreamPool::new(Duration::from_secs(2), Duration::from_millis(50));
-        let (response, lease) = pool.send(addr, get(addr), false).await.expect("response");
-        let _ = response.into_body().collect().await.expect("body");
-        lease.release();
-        tokio::task::yield_now().await;
+        exchange(&pool, addr, false).await;
         assert_eq!(pool.idle_count(), 1);
         tokio::time::sleep(Duration::from_millis(80)).await;
         pool.sweep();
