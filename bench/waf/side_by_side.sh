@@ -447,8 +447,7 @@ EOF
     echo
     echo "The same rounds with \`-s bench/waf/varied.lua\`: every request has new query values (an id,"
     echo "a search word with a number, a sort key) and one of 24 browser User-Agents in turn, so the"
-    echo "WAF's per-thread memo only helps with the headers, the path and the parameter names. (The"
-    echo "request line shown below is throughput.sh's default; the script replaces it.)"
+    echo "WAF's per-thread memo only helps with the headers, the path and the parameter names."
     echo
     cat "$WORK/throughput-varied/throughput.md"
 } >"$OUT/SIDE_BY_SIDE.md"

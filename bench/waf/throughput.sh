@@ -96,7 +96,9 @@ cpu_ticks() { # comma-separated pids -> summed utime+stime in clock ticks
     echo "$s"
 }
 
-echo "throughput: wrk -t$THREADS -c$CONNS -d$DURATION --latency, $ROUNDS rounds interleaved, GET $REQ_PATH; raw output in $OUTDIR" >&2
+REQUESTS="GET \`$REQ_PATH\`"
+if [[ -n $SCRIPT ]]; then REQUESTS="requests made by \`$(basename "$SCRIPT")\`"; fi
+echo "throughput: wrk -t$THREADS -c$CONNS -d$DURATION --latency, $ROUNDS rounds interleaved, $REQUESTS; raw output in $OUTDIR" >&2
 if [[ $WARMUP != 0 ]]; then
     for i in "${!URLS[@]}"; do
         run_wrk "${URLS[$i]}" "$THREADS" "$CONNS" "$WARMUP" "$OUTDIR/warmup-$i.txt"
@@ -118,7 +120,7 @@ done
 {
     printf '%s\n' "${LABELS[@]}" >"$OUTDIR/labels"
     printf '%s\n' "${URLS[@]}" >"$OUTDIR/urls"
-    python3 - "$OUTDIR" "$ROUNDS" "$THREADS" "$CONNS" "$DURATION" "$REQ_PATH" <<'EOF'
+    python3 - "$OUTDIR" "$ROUNDS" "$THREADS" "$CONNS" "$DURATION" "$REQUESTS" <<'EOF'
 import os, re, statistics, sys
 outdir, rounds, threads, conns, duration, path = sys.argv[1:7]
 rounds = int(rounds)
@@ -158,7 +160,7 @@ def parse(f):
 def f(x, fmt):
     return "–" if x is None else fmt % x
 
-print("wrk -t%s -c%s -d%s --latency, GET `%s`, `Host: localhost` + browser headers; %d rounds, "
+print("wrk -t%s -c%s -d%s --latency, %s, `Host: localhost` + browser headers; %d rounds, "
       "targets interleaved within each round." % (threads, conns, duration, path, rounds))
 print()
 print("| round | target | req/s | p50 ms | p99 ms | requests | non-2xx/3xx | socket errors | CPU µs/request |")
