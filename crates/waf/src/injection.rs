@@ -441,6 +441,26 @@ mod tests {
         assert!(!sqli_impossible(b"O'Brien"));
     }
 
+    /// `count` strings of 1 to `max_parts` pieces of `parts` each, chosen by a fixed-seed
+    /// xorshift generator: the same strings on every run.
+    fn joined_parts(
+        parts: &'static [&'static str],
+        mut seed: u64,
+        count: usize,
+        max_parts: u64,
+    ) -> impl Iterator<Item = String> {
+        (0..count).map(move |_| {
+            let mut v = String::new();
+            for _ in 0..(seed % max_parts + 1) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                v.push_str(parts[(seed % parts.len() as u64) as usize]);
+            }
+            v
+        })
+    }
+
     #[test]
     fn prefilter_never_hides_a_libinjection_match() {
         let parts: &[&str] = &[
@@ -504,15 +524,7 @@ mod tests {
             "left",
             "join",
         ];
-        let mut seed: u64 = 0x5851_f42d_4c95_7f2d;
-        for _ in 0..200_000 {
-            let mut v = String::new();
-            for _ in 0..(seed % 7 + 1) {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                v.push_str(parts[(seed % parts.len() as u64) as usize]);
-            }
+        for v in joined_parts(parts, 0x5851_f42d_4c95_7f2d, 200_000, 7) {
             if sqli_impossible(v.as_bytes()) {
                 assert!(
                     !libinjectionrs::detect_sqli(v.as_bytes()).is_injection(),
@@ -574,15 +586,7 @@ mod tests {
             "\u{ff1c}",
             "\u{ff1d}",
         ];
-        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
-        for _ in 0..60_000 {
-            let mut v = String::new();
-            for _ in 0..(seed % 8 + 1) {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                v.push_str(parts[(seed % parts.len() as u64) as usize]);
-            }
+        for v in joined_parts(parts, 0x2545_f491_4f6c_dd1d, 60_000, 8) {
             assert!(xss_impossible(v.as_bytes()), "{v:?}");
             assert!(
                 !libinjectionrs::detect_xss(v.as_bytes()).is_injection(),
@@ -623,15 +627,7 @@ mod tests {
             "true",
             "x0",
         ];
-        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-        for _ in 0..50_000 {
-            let mut v = String::new();
-            for _ in 0..(seed % 5 + 1) {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                v.push_str(parts[(seed % parts.len() as u64) as usize]);
-            }
+        for v in joined_parts(parts, 0x9e37_79b9_7f4a_7c15, 50_000, 5) {
             if trivially_clean(v.as_bytes()) {
                 assert!(
                     !libinjectionrs::detect_sqli(v.as_bytes()).is_injection(),
