@@ -30,19 +30,20 @@ WORK=$(mktemp -d /tmp/gateway-instructions.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 
 export PROXY_INSTRUCTIONS_KEY=proxy-instructions-secret # the example's KEY_SECRET
-count() { # n mode -> "whole gateway-thread" instructions after the edge policy was built
+count() { # n mode -> "whole gateway-thread gateway-thread-file", instructions after the edge policy was built
     local out="$WORK/cg.$2.$1"
     valgrind --tool=callgrind --separate-threads=yes \
         --dump-after='rollgate_gateway::config::GatewayConfig::with_edge_keys' \
         --callgrind-out-file="$out" "$BIN" "$1" $2 >/dev/null 2>&1
-    # The last part of each thread: files OUT-NN (the part before the dump is OUT.1-NN).
-    local whole=0 main=0 busiest=0 n f
+    # The last part of each thread: files OUT-NN (the part before the dump is OUT.1-NN). The
+    # gateway thread is the busiest one after the main thread (OUT-01).
+    local whole=0 busiest=0 busiest_file="" n f
     for f in "$out"-[0-9]*; do
         n=$(sed -n 's/^summary: *\([0-9]*\).*/\1/p' "$f" | head -1)
         whole=$((whole + ${n:-0}))
-        if [[ $f == "$out-01" ]]; then main=${n:-0}; elif [[ ${n:-0} -gt $busiest ]]; then busiest=$n; fi
+        if [[ $f != "$out-01" && ${n:-0} -gt $busiest ]]; then busiest=$n busiest_file=$f; fi
     done
-    echo "$whole $busiest"
+    echo "$whole $busiest $busiest_file"
 }
 
 echo "| gateway | instructions per request, whole process (client + gateway + upstream) | gateway worker thread |"
@@ -50,16 +51,11 @@ echo "|---|---|---|"
 for mode in ${MODES:-plain edge full}; do
     arg=""
     [[ $mode != plain ]] && arg=$mode
-    read -r short_whole short_gw < <(count "$SHORT" "$arg")
-    read -r long_whole long_gw < <(count "$LONG" "$arg")
+    read -r short_whole short_gw _ < <(count "$SHORT" "$arg")
+    read -r long_whole long_gw gw_file < <(count "$LONG" "$arg")
     per=$((LONG - SHORT))
     echo "| $mode | $(((long_whole - short_whole) / per)) | $(((long_gw - short_gw) / per)) |"
     if [[ $TOP -gt 0 ]]; then
-        # The gateway thread's file of the long run: the one with the largest count but main's.
-        gw_file=$(for f in "$WORK/cg.$arg.$LONG"-[0-9]*; do
-            [[ $f == "$WORK/cg.$arg.$LONG-01" ]] && continue
-            echo "$(sed -n 's/^summary: *\([0-9]*\).*/\1/p' "$f" | head -1) $f"
-        done | sort -rn | head -1 | cut -d' ' -f2)
         echo
         echo "Costliest functions of the gateway thread ($mode, inclusive, the $LONG-request run):"
         echo
