@@ -22,10 +22,12 @@
 //! `Cookie` for 941110/941120, `REQUEST_FILENAME` = the whole path, exempt from 941 when it is
 //! plain as CRS 941010 does), with their own transformations (`transform.rs`); see below.
 //!
-//! Header and cookie values found clean by SQLi, XSS, RCE and Java detection are remembered per
-//! thread with the detectors that checked them (a bounded memo, see `memo.rs`), because a
-//! client's User-Agent, Referer and session cookie repeat on every request and libinjection is
-//! the expensive part.
+//! Values that repeat across requests — header and cookie values, path segments and the whole
+//! path, query parameter names — are remembered per thread once found clean, with the
+//! detectors and CRS targets that checked them (a bounded memo, see `memo.rs`), because a
+//! client's User-Agent, Referer and session cookie and an API's route words repeat on every
+//! request and libinjection is the expensive part. Query and form values and bodies are always
+//! inspected.
 //!
 //! Values are decoded first ([`decode`]): `+`, percent-decoding up to three times, `%uXXXX`,
 //! HTML entities, NUL bytes removed (and reported as truncation attempts); JSON escapes are
@@ -371,15 +373,13 @@ fn is_json(essence: &str) -> bool {
             .is_some_and(|s| s.eq_ignore_ascii_case("+json"))
 }
 
-/// A field naming an uploaded file: a multipart file name or an `X-Filename`-style header.
-/// How the memo remembers `field` when it is one of the values that repeat across requests
-/// (`memo`'s docs): header and cookie values, the path (`whole`: the path as CRS reads it; else
-/// one segment of it), query parameter names. File-name headers are checked by name as well,
-/// so they are not remembered.
-fn memo_class(field: &Field<'_>, whole: bool) -> Option<Class> {
+/// How [`Run::check`] remembers `field` when it is one of the values that repeat across
+/// requests (`memo`'s docs): header and cookie values, path segments, query parameter names
+/// (the whole path is remembered by [`Run::path`] itself). File-name headers are checked by
+/// name as well, so they are not remembered.
+fn memo_class(field: &Field<'_>) -> Option<Class> {
     match field.kind {
         Kind::Header | Kind::Cookie if !is_upload_name(field) => Some(Class::Header),
-        Kind::Path if whole => Some(Class::Path),
         Kind::Path => Some(Class::PathSegment),
         Kind::QueryKey => Some(Class::QueryKey),
         _ => None,
@@ -391,6 +391,7 @@ fn memo_own(known: u16) -> u8 {
     u8::try_from(known & u16::from(MEMOIZED)).unwrap_or(0)
 }
 
+/// A field naming an uploaded file: a multipart file name or an `X-Filename`-style header.
 fn is_upload_name(field: &Field<'_>) -> bool {
     match field.kind {
         Kind::MultipartFilename => true,
@@ -496,7 +497,8 @@ impl Run<'_> {
     /// reported this field.
     ///
     /// `known` is what the memo knows of the value (0 when it is not remembered); returns the
-    /// memo bit of this target and paranoia level when the rules found it clean, else 0.
+    /// memo bit of this target and paranoia level when the rules found it clean, else 0 (the
+    /// caller remembers it if the value is one the memo keeps).
     fn crs(&mut self, field: &Field<'_>, known: u16) -> u16 {
         let Ok(rules) = self.waf.crs else {
             return 0;
@@ -512,11 +514,7 @@ impl Run<'_> {
             return 0;
         }
         // The verdict depends only on the bytes, the target and the paranoia level.
-        let memo_bit = if memo_class(field, true).is_some() {
-            crs::memo_bit(target, self.waf.config.paranoia)
-        } else {
-            0
-        };
+        let memo_bit = crs::memo_bit(target, self.waf.config.paranoia);
         if known & memo_bit != 0 {
             return 0;
         }
@@ -574,11 +572,10 @@ impl Run<'_> {
         });
     }
 
-    /// Runs the detectors of `mask` on one field's decoded forms, then the CRS rules.
     /// Runs rollgate's own detectors of `mask` and the CRS rules on one field (on a path
     /// segment only the former: CRS reads the whole path), skipping what the memo knows.
     fn check(&mut self, field: &Field<'_>, mask: u8) {
-        let class = memo_class(field, false);
+        let class = memo_class(field);
         let known = class.map_or(0, |class| memo::known_clean(class, &field.value));
         let mut clean = self.check_own(field, mask, known);
         if field.kind != Kind::Path {
@@ -593,19 +590,13 @@ impl Run<'_> {
 
     /// Runs rollgate's own detectors of `mask` on one field's decoded forms, except those
     /// the memo `known` says found it clean; returns the memo bits of the detectors that ran
-    /// and found it clean (0 when any found something, or the field is not remembered).
+    /// and found it clean (0 when any found something), for the caller to remember if the
+    /// value is one the memo keeps.
     fn check_own(&mut self, field: &Field<'_>, mask: u8, known: u16) -> u16 {
         let mask = self.enabled_for(field, mask) & !memo_own(known);
         if mask == 0 {
             return 0;
         }
-        let remembered = |mask: u8| {
-            if memo_class(field, false).is_none() {
-                0
-            } else {
-                u16::from(mask & MEMOIZED)
-            }
-        };
         // Ids, counts and page numbers, the commonest values of an API: ASCII digits decode to
         // themselves and no detector can report them (SQLi and XSS need more than one token,
         // traversal a dot or a slash, Log4Shell `${`, shellshock `() {`, RCE a separator or a
@@ -659,7 +650,11 @@ impl Run<'_> {
         }
         // Remember only what was inspected here and found clean (not a value whose finding
         // was merely deduplicated).
-        if memo_hit { 0 } else { remembered(mask) }
+        if memo_hit {
+            0
+        } else {
+            u16::from(mask & MEMOIZED)
+        }
     }
 
     fn report(
