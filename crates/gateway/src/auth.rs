@@ -22,12 +22,12 @@ use rollgate_core::signing::{
 use subtle::ConstantTimeEq;
 
 use crate::edge::{EdgeError, EdgeRule, check_keyed, quota};
+use crate::keys::KeySource;
 
 // The auth headers as parsed names: a lookup by `&str` validates and lower-cases it first.
 const API_KEY: HeaderName = HeaderName::from_static(API_KEY_HEADER);
 const SIGNATURE: HeaderName = HeaderName::from_static(SIGNATURE_HEADER);
 const TIMESTAMP: HeaderName = HeaderName::from_static(TIMESTAMP_HEADER);
-use crate::keys::KeySource;
 
 /// Why a request was not authenticated; each has a stable code, the `code` of the 401 body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -28,7 +28,6 @@ const LISTEN_BACKLOG: u32 = 1024;
 const ACCESS_LOG_CLOSE: Duration = Duration::from_secs(5);
 /// The upstream pool is swept every half idle timeout, but not more often than this.
 const POOL_SWEEP_MIN: Duration = Duration::from_millis(100);
-
 /// How often the rate limiter forgets clients whose budget is full again, so that its memory
 /// tracks recent clients instead of growing with every address ever seen.
 const RATE_LIMIT_SWEEP: Duration = Duration::from_secs(30);
@@ -182,16 +181,7 @@ impl Gateway {
             .edge
             .clone()
             .filter(|edge| edge.has_rate_limit())
-            .map(|edge| {
-                tokio::spawn(async move {
-                    let mut tick = tokio::time::interval(RATE_LIMIT_SWEEP);
-                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                    loop {
-                        tick.tick().await;
-                        edge.retain_recent();
-                    }
-                })
-            });
+            .map(|edge| every(RATE_LIMIT_SWEEP, move || edge.retain_recent()));
 
         let mut shutdown = std::pin::pin!(shutdown);
         let mut running = count;
@@ -256,14 +246,7 @@ impl Worker {
         // Closes upstream connections left idle past the pool's idle timeout.
         let pool = Arc::clone(&self.shared.upstream);
         let sweep_every = (self.shared.config.idle_pool_timeout / 2).max(POOL_SWEEP_MIN);
-        let sweeper = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(sweep_every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                pool.sweep();
-            }
-        });
+        let sweeper = every(sweep_every, move || pool.sweep());
         loop {
             let (stream, peer) = tokio::select! {
                 biased;
@@ -311,6 +294,19 @@ impl Worker {
         }
         Ok(())
     }
+}
+
+/// Runs `work` on the current runtime every `period` (the first time at once; a late tick is
+/// not made up for) until the returned task is aborted.
+fn every(period: Duration, work: impl Fn() + Send + 'static) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            work();
+        }
+    })
 }
 
 /// The HTTP/1.1 server settings every worker serves its connections with.
