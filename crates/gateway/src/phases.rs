@@ -13,8 +13,8 @@ use std::time::{Instant, SystemTime};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
-use http::{Request, Response, Uri, Version};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http::{Request, Response};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use rollgate_core::config::edge::EdgeMode;
 use rollgate_core::signing::KEY_ID_HEADER;
@@ -27,8 +27,8 @@ use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::random;
 use crate::record::{Recorder, ResponseBody};
-use crate::routes::{Hints, RouteHandle, RouteMiss, Target};
-use crate::upstream::{Lease, UpstreamError, UpstreamPool};
+use crate::routes::{Hints, Instance, RouteHandle, RouteMiss, Target};
+use crate::upstream::{Outgoing, UpstreamBody, UpstreamError, UpstreamPool};
 
 /// Header carrying the request id to the upstream and back to the client.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -155,14 +155,13 @@ pub(crate) async fn handle(
     };
 
     // 8. proxy
-    let (upstream, lease) =
-        match phase_proxy(&shared, parts, body, &target, &peer, &mut recorder).await {
-            Ok(answered) => answered,
-            Err(err) => return answer(err, recorder),
-        };
+    let upstream = match phase_proxy(&shared, parts, body, &target, &peer, &mut recorder).await {
+        Ok(answered) => answered,
+        Err(err) => return answer(err, recorder),
+    };
 
     // 9. record (when the response body ends)
-    phase_record(upstream, lease, target.set_cookie.as_deref(), recorder)
+    phase_record(upstream, target.set_cookie.as_deref(), recorder)
 }
 
 /// Keeps a sane client-supplied `X-Request-Id` (1..=128 visible ASCII characters) or makes a
@@ -499,20 +498,11 @@ async fn phase_proxy(
     target: &Target,
     peer: &Peer,
     recorder: &mut Recorder,
-) -> Result<(Response<Incoming>, Lease), ProxyError> {
+) -> Result<Response<UpstreamBody>, ProxyError> {
     strip_hop_by_hop(&mut parts.headers);
     add_forwarded(&mut parts.headers, peer);
-    // Origin form (`/path?query`), whatever form the client used; cheap to clone (shared
-    // bytes) and already parsed, so each attempt reuses it.
-    let uri = Uri::from(
-        parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-    );
-    let has_host = parts.headers.contains_key(header::HOST);
-
+    // Origin form (`/path?query`), whatever form the client used.
+    let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let deadline = tokio::time::Instant::now() + shared.config.upstream_timeout;
     let mut last_failure = String::new();
     // An app may close an idle keep-alive connection just as the pool hands it out (gunicorn
@@ -521,25 +511,31 @@ async fn phase_proxy(
     let mut stale_retry = parts.method.is_idempotent();
     let mut fresh = false;
     let mut attempt = 0;
+    // Encoded once; again only for a request without `Host` (an HTTP/1.0 client may send
+    // none, HTTP/1.1 requires one upstream) going to another instance.
+    let encode = |instance: &Instance| {
+        Outgoing::new(
+            &parts.method,
+            path,
+            &parts.headers,
+            Some(&instance.host),
+            body.clone(),
+        )
+    };
+    let has_host = parts.headers.contains_key(header::HOST);
+    let mut request = target.instances.first().map(|instance| encode(instance));
     while let Some(instance) = target.instances.get(attempt) {
         if attempt > 0 {
             // The previous instance is done with; count this one instead.
             recorder.in_flight = Some(shared.routes.begin(instance));
             recorder.instance = Some(Arc::clone(&instance.id));
+            if !has_host {
+                request = Some(encode(instance));
+            }
         }
-        let mut request = Request::new(Full::new(body.clone()));
-        *request.method_mut() = parts.method.clone();
-        *request.uri_mut() = uri.clone();
-        // HTTP/1.1 upstream keeps the pooled connection reusable even for HTTP/1.0 clients.
-        *request.version_mut() = Version::HTTP_11;
-        *request.headers_mut() = parts.headers.clone();
-        if !has_host {
-            // An HTTP/1.0 client may send none; HTTP/1.1 requires one upstream.
-            request
-                .headers_mut()
-                .insert(header::HOST, instance.host.clone());
-        }
-
+        let Some(request) = request.as_ref() else {
+            break;
+        };
         let sent = shared.upstream.send(instance.addr, request, fresh);
         match tokio::time::timeout_at(deadline, sent).await {
             Err(_elapsed) => {
@@ -556,7 +552,7 @@ async fn phase_proxy(
                 last_failure = format!("{}: {err}", instance.id);
                 attempt += 1;
             }
-            Ok(Err(err @ UpstreamError::ClosedBeforeResponse(_))) if stale_retry => {
+            Ok(Err(err @ UpstreamError::ClosedBeforeResponse)) if stale_retry => {
                 tracing::debug!(
                     request_id = %recorder.request_id,
                     instance = %instance.id,
@@ -583,8 +579,7 @@ async fn phase_proxy(
 
 /// Wraps the upstream response so that the record phase runs when its body ends.
 fn phase_record(
-    upstream: Response<Incoming>,
-    lease: Lease,
+    upstream: Response<UpstreamBody>,
     set_cookie: Option<&str>,
     mut recorder: Recorder,
 ) -> Response<ResponseBody> {
@@ -596,7 +591,7 @@ fn phase_record(
         parts.headers.append(header::SET_COOKIE, value);
     }
     recorder.status = parts.status.as_u16();
-    Response::from_parts(parts, ResponseBody::upstream(body, lease, recorder))
+    Response::from_parts(parts, ResponseBody::upstream(body, recorder))
 }
 
 /// The gateway's own answer: status and JSON body from the error table.

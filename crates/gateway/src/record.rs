@@ -12,7 +12,6 @@ use std::time::{Instant, SystemTime};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
-use hyper::body::Incoming;
 
 use rollgate_core::config::edge::EdgeMode;
 
@@ -21,7 +20,7 @@ use crate::edge::{EdgeRule, MAX_LOGGED_DECISIONS};
 use crate::metrics::Sample;
 use crate::phases::{Peer, Shared};
 use crate::routes::InFlightGuard;
-use crate::upstream::Lease;
+use crate::upstream::{BodyError, UpstreamBody};
 
 /// Status recorded when the client goes away before any response was produced (nginx's
 /// "client closed request").
@@ -218,21 +217,18 @@ impl Drop for Recorder {
 pub(crate) struct ResponseBody {
     inner: Inner,
     recorder: Option<Recorder>,
-    /// The upstream connection, given back to the pool when the body has ended.
-    lease: Option<Lease>,
 }
 
 enum Inner {
-    Upstream(Incoming),
+    Upstream(UpstreamBody),
     Local(Full<Bytes>),
 }
 
 impl ResponseBody {
-    pub(crate) fn upstream(body: Incoming, lease: Lease, recorder: Recorder) -> Self {
+    pub(crate) fn upstream(body: UpstreamBody, recorder: Recorder) -> Self {
         Self {
             inner: Inner::Upstream(body),
             recorder: Some(recorder),
-            lease: Some(lease),
         }
     }
 
@@ -240,18 +236,11 @@ impl ResponseBody {
         Self {
             inner: Inner::Local(Full::new(body)),
             recorder: Some(recorder),
-            lease: None,
         }
     }
 
-    /// Records the request, and gives the upstream connection back if its body was read to
-    /// the end (else dropping the lease closes it).
-    fn finish(&mut self, body_ended: bool) {
-        if let Some(lease) = self.lease.take()
-            && body_ended
-        {
-            lease.release();
-        }
+    /// Records the request (the upstream body gives its connection back by itself).
+    fn finish(&mut self) {
         if let Some(mut recorder) = self.recorder.take() {
             recorder.finish();
         }
@@ -260,7 +249,7 @@ impl ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
@@ -274,13 +263,13 @@ impl Body for ResponseBody {
                 .map(|frame| frame.map(|result| result.map_err(|never| match never {}))),
         };
         match &polled {
-            Poll::Ready(None) => this.finish(true),
+            Poll::Ready(None) => this.finish(),
             Poll::Ready(Some(Err(_))) => {
                 if let Some(recorder) = this.recorder.as_mut() {
                     // The status line is already out; the log says why the body was cut short.
                     recorder.error = Some("upstream_body_error");
                 }
-                this.finish(false);
+                this.finish();
             }
             Poll::Ready(Some(Ok(_))) | Poll::Pending => {}
         }
@@ -306,8 +295,8 @@ impl Drop for ResponseBody {
     fn drop(&mut self) {
         // Dropped before `poll_frame` said it ended: either hyper did not poll again after a
         // body that says it has ended (its length reached), or the client went away mid-body.
-        // Both are recorded with the status already sent; only the first frees the connection.
-        let ended = self.is_end_stream();
-        self.finish(ended);
+        // Both are recorded with the status already sent; the upstream body then keeps or
+        // closes its connection by itself.
+        self.finish();
     }
 }
