@@ -499,7 +499,9 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, UpstreamError> {
         })
         .collect::<Result<_, UpstreamError>>()?;
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(fields.len());
+    // Room for what the gateway adds (request id, cookie); hyper also reuses this map for the
+    // next request head on the client connection, which then needs no growing either.
+    let mut headers = HeaderMap::with_capacity(fields.len() + 16);
     let mut close = version == Version::HTTP_10;
     let mut chunked = None;
     let mut length: Option<u64> = None;
