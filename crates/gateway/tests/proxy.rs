@@ -1004,3 +1004,94 @@ async fn a_sticky_header_key_stays_on_the_canary_as_its_weight_grows() {
     }
     gateway.stop().await;
 }
+
+/// A response body of `chunks` frames of 8 KiB each, without a length: hyper sends it chunked.
+struct Chunks {
+    left: usize,
+}
+
+const CHUNK: usize = 8 * 1024;
+
+fn chunk_bytes(index: usize) -> Bytes {
+    Bytes::from(vec![b'a' + (index % 26) as u8; CHUNK])
+}
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        self.left -= 1;
+        let index = self.left;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(chunk_bytes(index)))))
+    }
+}
+
+/// An upstream streaming 200 chunks (1.6 MB) with chunked transfer coding to every request,
+/// counting its connections.
+async fn streaming_upstream() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicU64>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind streaming upstream");
+    let addr = listener.local_addr().expect("streaming upstream addr");
+    let accepted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Chunks { left: 200 }))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn a_chunked_upstream_body_streams_through_whole_and_head_gets_none() {
+    let (addr, accepted) = streaming_upstream().await;
+    let gateway = TestGateway::with_table(table(
+        "api",
+        vec![Backend {
+            version: 1,
+            weight: 1000,
+            instances: vec![Upstream {
+                id: "streaming".to_owned(),
+                addr,
+            }],
+        }],
+    ))
+    .await;
+    let client = TestClient::new();
+    let expected: String = (0..200)
+        .rev()
+        .map(|i| String::from_utf8_lossy(&chunk_bytes(i)).into_owned())
+        .collect();
+    for _ in 0..3 {
+        let answer = client.get(gateway.addr, "/download").await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(answer.body.len(), 200 * CHUNK);
+        assert!(answer.body == expected, "the body arrived changed");
+    }
+    let head = client
+        .send(gateway.addr, "HEAD", "/download", &[], Bytes::new())
+        .await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert!(head.body.is_empty());
+    // The chunked bodies were read to their ends: one upstream connection served all four.
+    let again = client.get(gateway.addr, "/download").await;
+    assert_eq!(again.body.len(), 200 * CHUNK);
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    gateway.stop().await;
+}
