@@ -589,6 +589,30 @@ async fn a_stalled_body_gets_408_body_timeout() {
 }
 
 #[tokio::test]
+async fn headers_that_never_end_get_the_connection_closed() {
+    let edge = Edge::start("limits = { header_timeout = \"300ms\" }").await;
+    // The request line and one field, then nothing: the slowloris pattern on headers.
+    // `raw` reads until the gateway closes the connection (and fails the test after 20 s).
+    let response = raw(
+        edge.gateway.addr,
+        b"GET / HTTP/1.1\r\nhost: api\r\nx-a: 1\r\n",
+    )
+    .await;
+    assert!(
+        response.is_empty() || response.starts_with("HTTP/1.1 408"),
+        "{response}"
+    );
+    // A client whose headers do end in time is served as before.
+    let response = raw(
+        edge.gateway.addr,
+        b"GET / HTTP/1.1\r\nhost: api\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    edge.stop().await;
+}
+
+#[tokio::test]
 async fn the_body_limit_still_answers_413_and_counts() {
     let edge = Edge::start("limits = { max_body = \"1KiB\" }").await;
     let answer = edge.send("POST", "/", &[], &"z".repeat(4096)).await;
