@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpSocket};
 
@@ -19,6 +19,7 @@ use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::phases::{self, Shared};
 use crate::routes::RouteHandle;
+use crate::timer::CoarseTimer;
 use crate::upstream::UpstreamPool;
 
 /// Pending connections the kernel queues before `accept`; the OS default of 128 overflows
@@ -312,7 +313,7 @@ fn every(period: Duration, work: impl Fn() + Send + 'static) -> tokio::task::Joi
 /// The HTTP/1.1 server settings every worker serves its connections with.
 fn http_builder(config: &GatewayConfig) -> http1::Builder {
     let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
+    http.timer(CoarseTimer)
         .keep_alive(true)
         .header_read_timeout(config.header_read_timeout)
         // A hard ceiling on what one connection buffers; the precise limit, with a JSON

@@ -49,6 +49,7 @@ mod phases;
 mod random;
 mod record;
 mod routes;
+mod timer;
 mod upstream;
 
 pub use auth::{AuthFailure, Authenticator};

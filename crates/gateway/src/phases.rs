@@ -28,6 +28,7 @@ use crate::metrics::Metrics;
 use crate::random;
 use crate::record::{Recorder, ResponseBody};
 use crate::routes::{Hints, Instance, RouteHandle, RouteMiss, Target};
+use crate::timer::Deadline;
 use crate::upstream::{Outgoing, UpstreamBody, UpstreamError, UpstreamPool};
 
 /// Header carrying the request id to the upstream and back to the client.
@@ -503,7 +504,8 @@ async fn phase_proxy(
     add_forwarded(&mut parts.headers, peer);
     // Origin form (`/path?query`), whatever form the client used.
     let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let deadline = tokio::time::Instant::now() + shared.config.upstream_timeout;
+    // No response head within the upstream timeout: 504 (see `timer` for the precision).
+    let mut expiry = Deadline::after(shared.config.upstream_timeout);
     let mut last_failure = String::new();
     // An app may close an idle keep-alive connection just as the pool hands it out (gunicorn
     // does after 2 s); the request then dies before any response. For idempotent methods one
@@ -536,13 +538,16 @@ async fn phase_proxy(
         let Some(request) = request.as_ref() else {
             break;
         };
-        let sent = shared.upstream.send(instance.addr, request, fresh);
-        match tokio::time::timeout_at(deadline, sent).await {
-            Err(_elapsed) => {
+        let sent = tokio::select! {
+            biased;
+            sent = shared.upstream.send(instance.addr, request, fresh) => sent,
+            () = &mut expiry => {
                 return Err(ProxyError::UpstreamTimeout(shared.config.upstream_timeout));
             }
-            Ok(Ok(answered)) => return Ok(answered),
-            Ok(Err(err)) if err.never_sent() => {
+        };
+        match sent {
+            Ok(answered) => return Ok(answered),
+            Err(err) if err.never_sent() => {
                 tracing::debug!(
                     request_id = %recorder.request_id,
                     instance = %instance.id,
@@ -552,7 +557,7 @@ async fn phase_proxy(
                 last_failure = format!("{}: {err}", instance.id);
                 attempt += 1;
             }
-            Ok(Err(err @ UpstreamError::ClosedBeforeResponse)) if stale_retry => {
+            Err(err @ UpstreamError::ClosedBeforeResponse) if stale_retry => {
                 tracing::debug!(
                     request_id = %recorder.request_id,
                     instance = %instance.id,
@@ -563,7 +568,7 @@ async fn phase_proxy(
                 // Other idle connections to it may be just as stale.
                 fresh = true;
             }
-            Ok(Err(err)) => {
+            Err(err) => {
                 return Err(ProxyError::UpstreamUnavailable {
                     attempts: attempt + 1,
                     reason: format!("{}: {err}", instance.id),
