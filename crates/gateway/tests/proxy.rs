@@ -280,6 +280,21 @@ async fn a_refusing_instance_is_retried_on_the_other_instance() {
     gateway.stop().await;
 }
 
+/// App `api` with one version of one instance, an upstream that is not a `TestUpstream`.
+fn one_instance(id: &str, addr: std::net::SocketAddr) -> RouteTable {
+    table(
+        "api",
+        vec![Backend {
+            version: 1,
+            weight: 1000,
+            instances: vec![Upstream {
+                id: id.to_owned(),
+                addr,
+            }],
+        }],
+    )
+}
+
 /// An upstream that closes the first connection it gets right after reading the request,
 /// without answering (an app closing an idle keep-alive connection as it is reused), and
 /// answers `200 ok` on every later one.
@@ -320,18 +335,7 @@ async fn closes_first_connection() -> (std::net::SocketAddr, Arc<std::sync::atom
 #[tokio::test]
 async fn an_idempotent_request_is_retried_once_when_the_upstream_closes_before_answering() {
     let (addr, accepted) = closes_first_connection().await;
-    let gateway = TestGateway::with_table(table(
-        "api",
-        vec![Backend {
-            version: 1,
-            weight: 1000,
-            instances: vec![Upstream {
-                id: "flaky".to_owned(),
-                addr,
-            }],
-        }],
-    ))
-    .await;
+    let gateway = TestGateway::with_table(one_instance("flaky", addr)).await;
     let client = TestClient::new();
     let answer = client.get(gateway.addr, "/").await;
     assert_eq!(answer.status, StatusCode::OK);
@@ -1061,18 +1065,7 @@ async fn streaming_upstream() -> (std::net::SocketAddr, Arc<std::sync::atomic::A
 #[tokio::test]
 async fn a_chunked_upstream_body_streams_through_whole_and_head_gets_none() {
     let (addr, accepted) = streaming_upstream().await;
-    let gateway = TestGateway::with_table(table(
-        "api",
-        vec![Backend {
-            version: 1,
-            weight: 1000,
-            instances: vec![Upstream {
-                id: "streaming".to_owned(),
-                addr,
-            }],
-        }],
-    ))
-    .await;
+    let gateway = TestGateway::with_table(one_instance("streaming", addr)).await;
     let client = TestClient::new();
     let expected: String = (0..200)
         .rev()
