@@ -525,19 +525,17 @@ async fn phase_proxy(
         )
     };
     let has_host = parts.headers.contains_key(header::HOST);
-    let mut request = target.instances.first().map(|instance| encode(instance));
+    let mut request = None;
     while let Some(instance) = target.instances.get(attempt) {
         if attempt > 0 {
             // The previous instance is done with; count this one instead.
             recorder.in_flight = Some(shared.routes.begin(instance));
             recorder.instance = Some(Arc::clone(&instance.id));
             if !has_host {
-                request = Some(encode(instance));
+                request = None;
             }
         }
-        let Some(request) = request.as_ref() else {
-            break;
-        };
+        let request = &*request.get_or_insert_with(|| encode(instance));
         let sent = tokio::select! {
             biased;
             sent = shared.upstream.send(instance.addr, request, fresh) => sent,

@@ -168,6 +168,13 @@ struct Idle {
     since: Instant,
 }
 
+impl Idle {
+    /// Not idle past `timeout` at `now`, and not closed by the instance.
+    fn usable(&self, now: Instant, timeout: Duration) -> bool {
+        now.duration_since(self.since) < timeout && self.conn.still_idle()
+    }
+}
+
 /// An open connection and what was read from it but not yet used.
 struct Conn {
     stream: TcpStream,
@@ -219,6 +226,15 @@ impl Conn {
             self.stream.write_all(&request.body).await?;
         }
         Ok(())
+    }
+
+    /// More bytes for a body that is not complete: the end of the stream is an error here.
+    fn poll_more(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BodyError>> {
+        match ready!(self.poll_fill(cx)) {
+            Ok(0) => Poll::Ready(Err(BodyError::Closed)),
+            Ok(_) => Poll::Ready(Ok(())),
+            Err(err) => Poll::Ready(Err(err.into())),
+        }
     }
 
     /// Reads what the socket has into the buffer; `Ok(0)` is the end of the stream.
@@ -373,7 +389,7 @@ impl UpstreamPool {
         let list = idle.get_mut(&addr)?;
         let now = Instant::now();
         while let Some(entry) = list.pop() {
-            if now.duration_since(entry.since) < self.idle_timeout && entry.conn.still_idle() {
+            if entry.usable(now, self.idle_timeout) {
                 return Some(entry.conn);
             }
         }
@@ -414,9 +430,7 @@ impl UpstreamPool {
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         idle.retain(|_, list| {
-            list.retain(|entry| {
-                now.duration_since(entry.since) < self.idle_timeout && entry.conn.still_idle()
-            });
+            list.retain(|entry| entry.usable(now, self.idle_timeout));
             !list.is_empty()
         });
     }
@@ -589,11 +603,6 @@ impl UpstreamBody {
         }
     }
 
-    fn data(&mut self, n: usize) -> Option<Bytes> {
-        let conn = self.conn.as_mut()?;
-        Some(conn.buf.split_to(n).freeze())
-    }
-
     fn poll_chunked(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
         loop {
             let Framing::Chunked(state) = self.framing else {
@@ -606,9 +615,7 @@ impl UpstreamBody {
             let next = match state {
                 Chunk::Done => return Poll::Ready(None),
                 Chunk::Data(left) if !buf.is_empty() => {
-                    let n = usize::try_from(left).map_or(buf.len(), |left| left.min(buf.len()));
-                    let data = buf.split_to(n).freeze();
-                    let left = left - n as u64;
+                    let (data, left) = take_up_to(buf, left);
                     self.framing = Framing::Chunked(if left == 0 {
                         Chunk::DataEnd
                     } else {
@@ -655,14 +662,20 @@ impl UpstreamBody {
                         return Poll::Ready(None);
                     }
                 }
-                None => match ready!(conn.poll_fill(cx)) {
-                    Ok(0) => return Poll::Ready(Some(Err(BodyError::Closed))),
-                    Ok(_) => {}
-                    Err(err) => return Poll::Ready(Some(Err(err.into()))),
-                },
+                None => {
+                    if let Err(err) = ready!(conn.poll_more(cx)) {
+                        return Poll::Ready(Some(Err(err)));
+                    }
+                }
             }
         }
     }
+}
+
+/// Up to `left` bytes off the front of `buf`, and how many are still to come after them.
+fn take_up_to(buf: &mut BytesMut, left: u64) -> (Bytes, u64) {
+    let n = usize::try_from(left).map_or(buf.len(), |left| left.min(buf.len()));
+    (buf.split_to(n).freeze(), left - n as u64)
 }
 
 /// Takes one CRLF-terminated line (without its CRLF) off the front of `buf`, or `None` when
@@ -718,26 +731,22 @@ impl Body for UpstreamBody {
                 }
                 Framing::Length(left) => {
                     if conn.buf.is_empty() {
-                        match ready!(conn.poll_fill(cx)) {
-                            Ok(0) => return Poll::Ready(Some(Err(BodyError::Closed))),
-                            Ok(_) => continue,
-                            Err(err) => return Poll::Ready(Some(Err(err.into()))),
+                        if let Err(err) = ready!(conn.poll_more(cx)) {
+                            return Poll::Ready(Some(Err(err)));
                         }
+                        continue;
                     }
-                    let n = usize::try_from(left)
-                        .map_or(conn.buf.len(), |left| left.min(conn.buf.len()));
-                    let data = this.data(n);
-                    this.framing = Framing::Length(left - n as u64);
-                    if matches!(this.framing, Framing::Length(0)) {
+                    let (data, left) = take_up_to(&mut conn.buf, left);
+                    this.framing = Framing::Length(left);
+                    if left == 0 {
                         // Given back now: hyper may not poll a body that says it has ended.
                         this.release();
                     }
-                    return Poll::Ready(data.map(|data| Ok(Frame::data(data))));
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Framing::UntilClose => {
                     if !conn.buf.is_empty() {
-                        let n = conn.buf.len();
-                        return Poll::Ready(this.data(n).map(|data| Ok(Frame::data(data))));
+                        return Poll::Ready(Some(Ok(Frame::data(conn.buf.split().freeze()))));
                     }
                     match ready!(conn.poll_fill(cx)) {
                         Ok(0) => {
