@@ -171,6 +171,11 @@ async fn keys_from_the_secret_store_authenticate_at_the_gateway_and_the_waf_bloc
         text.contains("rollgate_access_log_dropped_total{env=\"staging\"} 0\n"),
         "{text}"
     );
+    assert!(
+        text.contains("# TYPE rollgate_gateway_open_connections gauge\n")
+            && text.contains("rollgate_gateway_open_connections{env=\"staging\",worker=\"0\"} "),
+        "{text}"
+    );
     assert_eq!(get(control, "/v1/metrics", &[]).await.0, 401);
 
     // The access log names the key, never the secret.

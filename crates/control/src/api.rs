@@ -235,6 +235,19 @@ fn prometheus_text(
             gw.metrics.access_log_dropped()
         );
     }
+    out.push_str(
+        "# HELP rollgate_gateway_open_connections Client connections open on each serving \
+         thread of the gateway.\n# TYPE rollgate_gateway_open_connections gauge\n",
+    );
+    for (env, gw) in gateways {
+        for (worker, open) in gw.metrics.open_connections().into_iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "rollgate_gateway_open_connections{{env=\"{}\",worker=\"{worker}\"}} {open}",
+                label(env)
+            );
+        }
+    }
     out
 }
 
@@ -391,6 +404,7 @@ mod tests {
             "rollgate_edge_requests_total{env=\"prod\",rule=\"rate_limit\",action=\"count\"} 0\n"
         ));
         assert!(text.contains("rollgate_access_log_dropped_total{env=\"prod\"} 0\n"));
+        assert!(text.contains("# TYPE rollgate_gateway_open_connections gauge\n"));
         // Every sample line is `name{labels} value`.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (_, value) = line.rsplit_once(' ').unwrap();

@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -40,7 +41,8 @@ const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 /// One environment's HTTP/1.1 reverse proxy listener.
 pub struct Gateway {
     config: GatewayConfig,
-    listener: TcpListener,
+    /// One listening socket per serving thread (see [`bind_listeners`]).
+    listeners: Vec<std::net::TcpListener>,
     local_addr: SocketAddr,
     routes: RouteHandle,
     metrics: Metrics,
@@ -53,17 +55,16 @@ impl Gateway {
     pub async fn bind(config: GatewayConfig) -> Result<Gateway, GatewayError> {
         let addr = config.listen;
         let bind_error = |source| GatewayError::Bind { addr, source };
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()
-        } else {
-            TcpSocket::new_v6()
-        }
-        .map_err(bind_error)?;
-        // Lets a restarted gateway take its port back while old connections sit in TIME_WAIT.
-        socket.set_reuseaddr(true).map_err(bind_error)?;
-        socket.bind(addr).map_err(bind_error)?;
-        let listener = socket.listen(LISTEN_BACKLOG).map_err(bind_error)?;
-        let local_addr = listener.local_addr().map_err(bind_error)?;
+        let workers = match config.workers {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            n => n,
+        };
+        let listeners = bind_listeners(addr, workers).map_err(bind_error)?;
+        let local_addr = listeners
+            .first()
+            .ok_or_else(|| bind_error(std::io::Error::other("no listening socket")))?
+            .local_addr()
+            .map_err(bind_error)?;
 
         let metrics = Metrics::new();
         let access_log = match &config.access_log {
@@ -73,7 +74,7 @@ impl Gateway {
         tracing::info!(env = %config.env, addr = %local_addr, "gateway listening");
         Ok(Gateway {
             config,
-            listener,
+            listeners,
             local_addr,
             routes: RouteHandle::default(),
             metrics,
@@ -102,8 +103,8 @@ impl Gateway {
     /// descriptors) are logged and retried, never fatal.
     ///
     /// Connections are served by [`GatewayConfig::workers`] threads, each running its own
-    /// single-threaded Tokio runtime that accepts from the shared listening socket, serves its
-    /// connections and keeps its own upstream connection pool. A request and the upstream
+    /// single-threaded Tokio runtime that accepts from its own listening socket (see
+    /// [`bind_listeners`]), serves its connections and keeps its own upstream connection pool. A request and the upstream
     /// connection serving it then live on one thread: none of the cross-thread task wake-ups a
     /// shared work-stealing runtime makes on every proxied request (measured in
     /// `docs/benchmarks.md`). What the workers share (routing table, metrics, rate limits,
@@ -114,7 +115,7 @@ impl Gateway {
     ) -> Result<(), GatewayError> {
         let Gateway {
             config,
-            listener,
+            listeners,
             local_addr,
             routes,
             metrics,
@@ -130,16 +131,11 @@ impl Gateway {
             env: config.env.clone(),
             source,
         };
-        let listener = listener.into_std().map_err(worker_error)?;
-        let count = match config.workers {
-            0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
-            n => n,
-        };
+        let count = listeners.len();
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let (ended, mut worker_ended) = tokio::sync::mpsc::unbounded_channel();
         let mut threads = Vec::with_capacity(count);
-        for index in 0..count {
-            let listener = listener.try_clone().map_err(worker_error)?;
+        for (index, listener) in listeners.into_iter().enumerate() {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -156,6 +152,7 @@ impl Gateway {
                 shared,
                 http: http.clone(),
                 stopped: stopped.clone(),
+                open: metrics.worker_connections(),
             };
             let ended = ended.clone();
             let thread = std::thread::Builder::new()
@@ -177,7 +174,6 @@ impl Gateway {
             }
         }
         drop(ended);
-        drop(listener);
         let sweeper = config
             .edge
             .clone()
@@ -235,6 +231,8 @@ struct Worker {
     shared: Arc<Shared>,
     http: http1::Builder,
     stopped: tokio::sync::watch::Receiver<bool>,
+    /// This worker's open client connections, as the metrics report them.
+    open: Arc<AtomicU64>,
 }
 
 impl Worker {
@@ -278,7 +276,9 @@ impl Worker {
             });
             let connection =
                 graceful.watch(self.http.serve_connection(TokioIo::new(stream), service));
+            let open = OpenConnection::count(&self.open);
             tokio::spawn(async move {
+                let _open = open;
                 if let Err(err) = connection.await {
                     tracing::debug!(client = %peer, error = %err, "client connection ended with an error");
                 }
@@ -295,6 +295,65 @@ impl Worker {
         }
         Ok(())
     }
+}
+
+/// One client connection in a worker's open-connections gauge, for as long as it lives (also
+/// when its task is dropped with the runtime at shutdown).
+struct OpenConnection(Arc<AtomicU64>);
+
+impl OpenConnection {
+    fn count(open: &Arc<AtomicU64>) -> Self {
+        open.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(Arc::clone(open))
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The listening sockets of `count` serving threads on `addr`.
+///
+/// On Linux, with more than one thread, each thread gets its own socket in a `SO_REUSEPORT`
+/// group, and the kernel spreads new connections over them evenly (by a hash of the
+/// connection's addresses). Threads accepting from one shared socket instead take connections
+/// in bursts: whichever thread wakes first drains the queue, and a client opening 64 keep-alive
+/// connections at once could see 48 served by one thread and 16 by the other for their whole
+/// life (measured in `docs/benchmarks.md`).
+///
+/// A group only admits sockets that set `SO_REUSEPORT` too, so the port is first claimed by an
+/// ordinary bind: a port another program (or a second rollgate) listens on is an error here
+/// as it is without the group. That bind also picks the port when `addr`'s is 0. It is released
+/// just before the group binds the same port; another program taking the port in that instant
+/// makes the group's bind fail, never join it.
+fn bind_listeners(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let socket = |addr: SocketAddr, group: bool| -> std::io::Result<TcpSocket> {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }?;
+        // Lets a restarted gateway take its port back while old connections sit in TIME_WAIT.
+        socket.set_reuseaddr(true)?;
+        if group {
+            socket.set_reuseport(true)?;
+        }
+        socket.bind(addr)?;
+        Ok(socket)
+    };
+    let group = cfg!(target_os = "linux") && count > 1;
+    if !group {
+        let listener = socket(addr, false)?.listen(LISTEN_BACKLOG)?.into_std()?;
+        return (0..count).map(|_| listener.try_clone()).collect();
+    }
+    let claimed = socket(addr, false)?;
+    let addr = claimed.local_addr()?;
+    drop(claimed);
+    (0..count)
+        .map(|_| socket(addr, true)?.listen(LISTEN_BACKLOG)?.into_std())
+        .collect()
 }
 
 /// Runs `work` on the current runtime every `period` (the first time at once; a late tick is

@@ -61,6 +61,8 @@ struct MetricsInner {
     /// Read-mostly: a write lock is only taken the first time a (app, version) is seen.
     series: RwLock<SeriesByApp>,
     access_log_dropped: AtomicU64,
+    /// Open client connections of each serving thread, in the order the threads started.
+    connections: Mutex<Vec<Arc<AtomicU64>>>,
     /// Blocked and counted decisions per [`EdgeRule`], by [`EdgeRule::index`]: a fixed set of
     /// plain atomics, so counting costs no lock or allocation on the request path.
     edge: [[AtomicU64; 2]; EdgeRule::ALL.len()],
@@ -119,6 +121,7 @@ impl Metrics {
                 origin: Instant::now(),
                 series: RwLock::new(FxHashMap::default()),
                 access_log_dropped: AtomicU64::new(0),
+                connections: Mutex::new(Vec::new()),
                 edge: std::array::from_fn(|_| [AtomicU64::new(0), AtomicU64::new(0)]),
             }),
         }
@@ -225,6 +228,28 @@ impl Metrics {
             .collect();
         out.sort();
         out
+    }
+
+    /// A new serving thread's open-connections gauge, which the thread keeps up to date.
+    pub(crate) fn worker_connections(&self) -> Arc<AtomicU64> {
+        let gauge = Arc::new(AtomicU64::new(0));
+        self.inner
+            .connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::clone(&gauge));
+        gauge
+    }
+
+    /// Open client connections per serving thread (`[]` before the gateway serves).
+    pub fn open_connections(&self) -> Vec<u64> {
+        self.inner
+            .connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|gauge| gauge.load(Ordering::Relaxed))
+            .collect()
     }
 
     /// Access-log lines dropped because the writer could not keep up.
