@@ -408,12 +408,15 @@ fn phase_waf(
     own_request_id: bool,
     recorder: &mut Recorder,
 ) -> Result<(), ProxyError> {
-    let headers: Vec<(&str, &[u8])> = parts
-        .headers
-        .iter()
-        .filter(|(name, _)| !(own_request_id && *name == REQUEST_ID))
-        .map(|(name, value)| (name.as_str(), value.as_bytes()))
-        .collect();
+    // Sized up front: collecting a filtered iterator starts small and reallocates.
+    let mut headers: Vec<(&str, &[u8])> = Vec::with_capacity(parts.headers.len());
+    headers.extend(
+        parts
+            .headers
+            .iter()
+            .filter(|(name, _)| !(own_request_id && *name == REQUEST_ID))
+            .map(|(name, value)| (name.as_str(), value.as_bytes())),
+    );
     let request = RequestView {
         method: parts.method.as_str(),
         path: parts.uri.path(),
