@@ -10,22 +10,26 @@
 #
 # Environment: PEER_DIR (default /tmp/rollgate-waf-peer; everything lives there, never the
 # system nginx service or /etc), PEER_UPSTREAM_PORT (18090), PEER_PLAIN_PORT (18091),
-# PEER_MODSEC_PORT (18092), PEER_WORKERS (2), PEER_SKIP_INSTALL=1 to skip apt-get.
+# PEER_MODSEC_PORT (18092), PEER_LOGGED_PORT (18094), PEER_WORKERS (2), PEER_SKIP_INSTALL=1 to
+# skip apt-get.
 #
 # Two nginx processes are started: the upstream (1 worker, `return 200 "ok"`), so that any other
 # proxy under test (e.g. rollgate's gateway) can use the very same upstream, and the peer
-# (PEER_WORKERS workers) with two server blocks: plain proxy and proxy + ModSecurity.
+# (PEER_WORKERS workers) with three server blocks: plain proxy, plain proxy writing a JSON
+# access log (like rollgate's gateway, which always writes one), and proxy + ModSecurity.
 # ModSecurity: a copy of /etc/nginx/modsecurity.conf with `SecRuleEngine On` (everything else as
 # Debian ships it, except the audit log path, which is moved into PEER_DIR), then Debian's
 # crs-setup.conf (paranoia level 1, inbound anomaly threshold 5: the defaults) and every CRS
 # rule file listed as an explicit `Include` (libmodsecurity3 rejects `IncludeOptional`).
-# Access logs are off on all server blocks (error log and ModSecurity audit log in PEER_DIR).
+# Access logs are off on all server blocks but the logged one (whose log, the error log and the
+# ModSecurity audit log are in PEER_DIR).
 set -euo pipefail
 
 PEER_DIR=${PEER_DIR:-/tmp/rollgate-waf-peer}
 UP_PORT=${PEER_UPSTREAM_PORT:-18090}
 PLAIN_PORT=${PEER_PLAIN_PORT:-18091}
 MODSEC_PORT=${PEER_MODSEC_PORT:-18092}
+LOGGED_PORT=${PEER_LOGGED_PORT:-18094}
 WORKERS=${PEER_WORKERS:-2}
 CRS_RULES=/usr/share/modsecurity-crs/rules
 CRS_ETC=/etc/modsecurity/crs
@@ -61,6 +65,7 @@ urls() {
     echo "UPSTREAM_URL=http://127.0.0.1:$UP_PORT"
     echo "PLAIN_URL=http://127.0.0.1:$PLAIN_PORT"
     echo "MODSEC_URL=http://127.0.0.1:$MODSEC_PORT"
+    echo "LOGGED_URL=http://127.0.0.1:$LOGGED_PORT"
 }
 
 running() { # $1 = instance name
@@ -138,6 +143,20 @@ http {
             proxy_set_header Connection "";
         }
     }
+    # The plain proxy again, writing one JSON line per request as rollgate's gateway does, in
+    # nginx's buffered mode (the recommended setting for busy servers: one write per 64 KiB).
+    log_format rollgate_like escape=json '{"ts":"\$time_iso8601","request_id":"\$request_id",'
+        '"method":"\$request_method","path":"\$uri","client":"\$remote_addr","status":\$status,'
+        '"duration_ms":\$request_time,"upstream_ms":"\$upstream_response_time","bytes":\$body_bytes_sent}';
+    server {
+        listen 127.0.0.1:$LOGGED_PORT backlog=4096;
+        access_log $PEER_DIR/peer/logs/access.json rollgate_like buffer=64k flush=1s;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
     server {
         listen 127.0.0.1:$MODSEC_PORT backlog=4096;
         modsecurity on;
@@ -205,12 +224,14 @@ start)
     wait_port "$UP_PORT"
     wait_port "$PLAIN_PORT"
     wait_port "$MODSEC_PORT"
+    wait_port "$LOGGED_PORT"
     # Sanity: plain passes everything; ModSecurity passes a clean GET and blocks an obvious SQLi.
     s1=$(probe "$PLAIN_PORT /api/users?id=42")
     s2=$(probe "$MODSEC_PORT /api/users?id=42")
     s3=$(probe "$MODSEC_PORT /?q=1%27%20or%20%271%27%3D%271")
-    log "probe: plain clean=$s1, modsec clean=$s2, modsec sqli=$s3"
-    if [[ $s1 != 200 || $s2 != 200 || $s3 != 403 ]]; then
+    s4=$(probe "$LOGGED_PORT /api/users?id=42")
+    log "probe: plain clean=$s1, modsec clean=$s2, modsec sqli=$s3, logged clean=$s4"
+    if [[ $s1 != 200 || $s2 != 200 || $s3 != 403 || $s4 != 200 ]]; then
         log "unexpected probe results; see $PEER_DIR/peer/logs/error.log"
         exit 1
     fi

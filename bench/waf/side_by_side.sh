@@ -8,8 +8,9 @@
 # What it does:
 #  1. cargo build --release -p rollgate
 #  2. starts ONE demo service (`rollgate demo-service --port $DEMO_PORT`) and the peer with
-#     bench/waf/peer.sh (nginx plain proxy :18091, nginx + ModSecurity + CRS :18092; peer.sh also
-#     starts its own `return 200` nginx upstream on :18090), then points both nginx server blocks
+#     bench/waf/peer.sh (nginx plain proxy :18091, the same writing a JSON access log :18094,
+#     nginx + ModSecurity + CRS :18092; peer.sh also starts its own `return 200` nginx upstream on
+#     :18090), then points the nginx server blocks
 #     at the demo service instead of that upstream (the generated peer nginx.conf in PEER_DIR is
 #     edited and reloaded; peer.sh itself is unchanged), so that nginx and rollgate proxy to the
 #     same program (rollgate's `demo-service`, which answers /api/users etc. and 404/405 elsewhere);
@@ -20,10 +21,11 @@
 #     measure the limiter, not the WAF), and `plain` with no edge table (to isolate the edge cost);
 #  4. bench/waf/measure.py on every corpus set against rollgate-edge and nginx-modsec-crs, with
 #     rollgate-plain and nginx-plain as controls (one run, same sets, targets one after the other);
-#  5. bench/waf/throughput.sh against nginx-plain, rollgate-plain, rollgate-edge, nginx-modsec-crs
-#     (wrk -t2 -c64 -d10s, ROUNDS interleaved rounds, CPU µs/request of the proxy processes: the
-#     peer's nginx workers, the `rollgate serve` process; never the upstream);
-#  5b. the same rounds again against nginx-plain and the three rollgate gateways with
+#  5. bench/waf/throughput.sh against nginx-plain, nginx-plain-logged, rollgate-plain,
+#     rollgate-edge, rollgate-full, nginx-modsec-crs (wrk -t2 -c64 -d10s, ROUNDS interleaved
+#     rounds, CPU µs/request of the proxy processes: the peer's nginx workers, the `rollgate
+#     serve` process; never the upstream; ratios against nginx-plain and nginx-plain-logged);
+#  5b. the same rounds again against the two plain nginx and the three rollgate gateways with
 #     bench/waf/varied.lua (requests that all differ: new query values each, 24 User-Agents);
 #  6. writes bench/waf/SIDE_BY_SIDE.md (commands, machine, versions, tables),
 #     bench/waf/side-by-side-measure.json, bench/waf/side-by-side-throughput.md and
@@ -50,6 +52,7 @@ OUT=${OUT:-$HERE}
 export PEER_DIR=${PEER_DIR:-/tmp/rollgate-waf-peer}
 PLAIN_PORT=${PEER_PLAIN_PORT:-18091}
 MODSEC_PORT=${PEER_MODSEC_PORT:-18092}
+LOGGED_PORT=${PEER_LOGGED_PORT:-18094}
 UP_PORT=${PEER_UPSTREAM_PORT:-18090}
 
 log() { echo "side-by-side: $*" >&2; }
@@ -216,12 +219,13 @@ log "serve is up (pid $SERVE_PID); gateways: bench (edge) $GW_EDGE, plain $GW_PL
 # --- sanity: every target proxies the clean request to a demo service; the WAFs block SQLi -----
 NGINX_PLAIN=http://127.0.0.1:$PLAIN_PORT
 NGINX_MODSEC=http://127.0.0.1:$MODSEC_PORT
+NGINX_LOGGED=http://127.0.0.1:$LOGGED_PORT
 RG_PLAIN=http://$GW_PLAIN
 RG_EDGE=http://$GW_EDGE
 RG_FULL=http://$GW_FULL
 SQLI='/?q=1%27%20or%20%271%27%3D%271'
 {
-    for t in "nginx-plain $NGINX_PLAIN" "rollgate-plain $RG_PLAIN" "rollgate-edge $RG_EDGE" "nginx-modsec-crs $NGINX_MODSEC"; do
+    for t in "nginx-plain $NGINX_PLAIN" "nginx-plain-logged $NGINX_LOGGED" "rollgate-plain $RG_PLAIN" "rollgate-edge $RG_EDGE" "nginx-modsec-crs $NGINX_MODSEC"; do
         set -- $t
         echo "$1 clean: $(get "$2/api/users?id=42")"
         echo "$1 /version: $(get "$2/version")"
@@ -236,7 +240,7 @@ grep -q "^rollgate-full with key: 200" "$WORK/sanity.txt" || { log "rollgate-ful
 grep -q "^nginx-plain /version: 200 .*\"pid\":$DEMO_PID" "$WORK/sanity.txt" || { log "nginx does not reach the demo service"; exit 1; }
 grep -q "^nginx-modsec-crs sqli: 403" "$WORK/sanity.txt" || { log "ModSecurity does not block the probe"; exit 1; }
 grep -q "^rollgate-edge sqli: 403" "$WORK/sanity.txt" || { log "rollgate's WAF does not block the probe"; exit 1; }
-for t in nginx-plain rollgate-plain rollgate-edge nginx-modsec-crs; do
+for t in nginx-plain nginx-plain-logged rollgate-plain rollgate-edge nginx-modsec-crs; do
     grep -q "^$t clean: 200" "$WORK/sanity.txt" || { log "$t does not answer the clean request with 200"; exit 1; }
 done
 
@@ -287,10 +291,10 @@ log "throughput.sh ($ROUNDS interleaved rounds, wrk -t$THREADS -c$CONNS -d$DURAT
 THR_T0=$(date -u +%H:%M:%S)
 # Every target gets the same request, X-API-Key included (only rollgate-full checks it).
 "$HERE/throughput.sh" -t "$THREADS" -c "$CONNS" -d "$DURATION" -r "$ROUNDS" -o "$WORK/throughput" \
-    -H "X-API-Key: rg_bench_$SBS_API_KEY" \
-    -P "nginx-plain=$NGINX_WORKERS" -P "rollgate-plain=$SERVE_PID" \
+    -H "X-API-Key: rg_bench_$SBS_API_KEY" -b nginx-plain-logged \
+    -P "nginx-plain=$NGINX_WORKERS" -P "nginx-plain-logged=$NGINX_WORKERS" -P "rollgate-plain=$SERVE_PID" \
     -P "rollgate-edge=$SERVE_PID" -P "rollgate-full=$SERVE_PID" -P "nginx-modsec-crs=$NGINX_WORKERS" \
-    "nginx-plain=$NGINX_PLAIN" "rollgate-plain=$RG_PLAIN" "rollgate-edge=$RG_EDGE" \
+    "nginx-plain=$NGINX_PLAIN" "nginx-plain-logged=$NGINX_LOGGED" "rollgate-plain=$RG_PLAIN" "rollgate-edge=$RG_EDGE" \
     "rollgate-full=$RG_FULL" "nginx-modsec-crs=$NGINX_MODSEC" >"$WORK/throughput.stdout" 2>"$WORK/throughput.stderr" || {
     cat "$WORK/throughput.stderr" >&2
     exit 1
@@ -304,10 +308,10 @@ cp "$WORK/throughput/throughput.md" "$OUT/side-by-side-throughput.md"
 log "throughput.sh, varied requests ($ROUNDS interleaved rounds)"
 VAR_T0=$(date -u +%H:%M:%S)
 "$HERE/throughput.sh" -t "$THREADS" -c "$CONNS" -d "$DURATION" -r "$ROUNDS" -o "$WORK/throughput-varied" \
-    -s "$HERE/varied.lua" -H "X-API-Key: rg_bench_$SBS_API_KEY" \
-    -P "nginx-plain=$NGINX_WORKERS" -P "rollgate-plain=$SERVE_PID" \
+    -s "$HERE/varied.lua" -H "X-API-Key: rg_bench_$SBS_API_KEY" -b nginx-plain-logged \
+    -P "nginx-plain=$NGINX_WORKERS" -P "nginx-plain-logged=$NGINX_WORKERS" -P "rollgate-plain=$SERVE_PID" \
     -P "rollgate-edge=$SERVE_PID" -P "rollgate-full=$SERVE_PID" \
-    "nginx-plain=$NGINX_PLAIN" "rollgate-plain=$RG_PLAIN" "rollgate-edge=$RG_EDGE" \
+    "nginx-plain=$NGINX_PLAIN" "nginx-plain-logged=$NGINX_LOGGED" "rollgate-plain=$RG_PLAIN" "rollgate-edge=$RG_EDGE" \
     "rollgate-full=$RG_FULL" >"$WORK/throughput-varied.stdout" 2>"$WORK/throughput-varied.stderr" || {
     cat "$WORK/throughput-varied.stderr" >&2
     exit 1
@@ -384,8 +388,8 @@ EOF
     echo
     echo "## Setup"
     echo
-    echo "- One upstream for everyone: \`rollgate demo-service\` (this build). nginx's two server blocks"
-    echo "  (\`bench/waf/peer.sh\`, 2 workers, keep-alive 64 to the upstream, access log off) proxy to one"
+    echo "- One upstream for everyone: \`rollgate demo-service\` (this build). nginx's three server blocks"
+    echo "  (\`bench/waf/peer.sh\`, 2 workers, keep-alive 64 to the upstream) proxy to one"
     echo "  instance started by this script on 127.0.0.1:$DEMO_PORT; rollgate's gateways proxy to the"
     echo "  instances \`rollgate serve\` runs for app \`api\` (\`run = \"'<binary>' demo-service\"\`), one per"
     echo "  environment. The demo service answers \`/api/users\` (200) and 404 (405 for other methods than"
@@ -397,7 +401,11 @@ EOF
     echo "  on every route and the per-key rate limit, both limits set far above the load so they are"
     echo "  checked on every request and never answer 429. All gateways run in the one \`rollgate serve\`"
     echo "  process ($(nproc) serving threads each, \`server.gateway_workers\` unset), which writes its"
-    echo "  access log (one JSON line per request) as it always does; nginx's access log is off."
+    echo "  access log (one JSON line per request) as it always does."
+    echo "- nginx-plain and nginx-modsec-crs write no access log. nginx-plain-logged is nginx-plain"
+    echo "  writing one JSON line per request (time, request id, method, path, client, status,"
+    echo "  durations, bytes: what rollgate's line holds, less the edge fields) with nginx's buffered"
+    echo "  writes (\`buffer=64k flush=1s\`): the like-for-like reference, since rollgate always logs."
     echo "- ModSecurity: Debian's modsecurity.conf with \`SecRuleEngine On\`, CRS 3.3.4 with Debian's"
     echo "  crs-setup.conf (PL1, inbound anomaly threshold 5), as in PEER_RESULTS.md."
     echo
@@ -430,10 +438,10 @@ EOF
     echo "## Throughput, p99 and CPU ($THR_T0–$THR_T1 UTC)"
     echo
     echo '```'
-    echo "bench/waf/throughput.sh -t $THREADS -c $CONNS -d $DURATION -r $ROUNDS -H 'X-API-Key: <key>' \\"
-    echo "    -P nginx-plain=<peer nginx workers> -P rollgate-plain=<serve pid> \\"
+    echo "bench/waf/throughput.sh -t $THREADS -c $CONNS -d $DURATION -r $ROUNDS -H 'X-API-Key: <key>' -b nginx-plain-logged \\"
+    echo "    -P nginx-plain=<peer nginx workers> -P nginx-plain-logged=<peer nginx workers> -P rollgate-plain=<serve pid> \\"
     echo "    -P rollgate-edge=<serve pid> -P rollgate-full=<serve pid> -P nginx-modsec-crs=<peer nginx workers> \\"
-    echo "    nginx-plain=$NGINX_PLAIN rollgate-plain=$RG_PLAIN \\"
+    echo "    nginx-plain=$NGINX_PLAIN nginx-plain-logged=$NGINX_LOGGED rollgate-plain=$RG_PLAIN \\"
     echo "    rollgate-edge=$RG_EDGE rollgate-full=$RG_FULL nginx-modsec-crs=$NGINX_MODSEC"
     echo '```'
     echo

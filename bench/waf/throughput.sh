@@ -16,6 +16,8 @@
 #   -H 'K: V'   an extra request header (repeatable), e.g. an X-API-Key for the gateway
 #   -s FILE     a wrk Lua script (e.g. one that signs every request)
 #   -o DIR      keep raw wrk outputs and the Markdown there (default: a temporary dir)
+#   -b LABEL    a second reference: the summary also gives each target's req/s and CPU per
+#               request against LABEL's (the first target is always the first reference)
 #   -P LABEL=PID[,PID...]  (repeatable) also report the CPU time (user+system, all threads)
 #               those processes spent per request during each run of target LABEL, e.g. the
 #               nginx workers (`bench/waf/peer.sh pids`) or the gateway's pid
@@ -35,9 +37,10 @@ REQ_PATH=${REQ_PATH:-/api/users?id=42}
 WARMUP=${WARMUP:-2s}
 OUTDIR=${OUTDIR:-}
 SCRIPT=""
+SECOND=""
 EXTRA=()
 declare -A CPU_PIDS=()
-while getopts "t:c:d:r:p:w:H:s:o:P:h" opt; do
+while getopts "t:c:d:r:p:w:H:s:o:b:P:h" opt; do
     case $opt in
     t) THREADS=$OPTARG ;;
     c) CONNS=$OPTARG ;;
@@ -48,6 +51,7 @@ while getopts "t:c:d:r:p:w:H:s:o:P:h" opt; do
     H) EXTRA+=(-H "$OPTARG") ;;
     s) SCRIPT=$OPTARG ;;
     o) OUTDIR=$OPTARG ;;
+    b) SECOND=$OPTARG ;;
     P) CPU_PIDS[${OPTARG%%=*}]=${OPTARG#*=} ;;
     *) sed -n '2,30p' "$0"; exit 2 ;;
     esac
@@ -120,9 +124,9 @@ done
 {
     printf '%s\n' "${LABELS[@]}" >"$OUTDIR/labels"
     printf '%s\n' "${URLS[@]}" >"$OUTDIR/urls"
-    python3 - "$OUTDIR" "$ROUNDS" "$THREADS" "$CONNS" "$DURATION" "$REQUESTS" <<'EOF'
+    python3 - "$OUTDIR" "$ROUNDS" "$THREADS" "$CONNS" "$DURATION" "$REQUESTS" "$SECOND" <<'EOF'
 import os, re, statistics, sys
-outdir, rounds, threads, conns, duration, path = sys.argv[1:7]
+outdir, rounds, threads, conns, duration, path, second = sys.argv[1:8]
 rounds = int(rounds)
 labels = open(os.path.join(outdir, "labels")).read().splitlines()
 urls = open(os.path.join(outdir, "urls")).read().splitlines()
@@ -174,18 +178,32 @@ for r in range(1, rounds + 1):
             r, label, f(d["rps"], "%.0f"), f(d["p50"], "%.2f"), f(d["p99"], "%.2f"),
             f(d["requests"], "%d"), d["non2xx"], d["errors"], f(d["cpu"], "%.1f")))
 print()
-print("| target | URL | median req/s | median p99 ms | req/s vs first target (median of per-round ratios) | median CPU µs/request |")
-print("|---|---|---|---|---|---|")
+# Ratios are taken per round (the targets of one round ran back to back), then the median.
+refs = [0] + [labels.index(second)] if second in labels else [0]
+head = "| target | URL | median req/s | median p99 ms | median CPU µs/request |"
+for r in refs:
+    head += " req/s vs %s | CPU/request vs %s |" % (labels[r], labels[r])
+print(head)
+print("|---" * (5 + 2 * len(refs)) + "|")
+
+def median_ratio(i, r, key):
+    ratios = [a[key] / b[key] for a, b in zip(res[i], res[r]) if a[key] and b[key]]
+    return statistics.median(ratios) if ratios else None
+
 for i, label in enumerate(labels):
     rps = [d["rps"] for d in res[i] if d["rps"] is not None]
     p99 = [d["p99"] for d in res[i] if d["p99"] is not None]
-    ratios = [a["rps"] / b["rps"] for a, b in zip(res[i], res[0]) if a["rps"] and b["rps"]]
     cpu = [d["cpu"] for d in res[i] if d["cpu"] is not None]
-    print("| %s | %s | %s | %s | %s | %s |" % (
+    row = "| %s | %s | %s | %s | %s |" % (
         label, urls[i], f(statistics.median(rps) if rps else None, "%.0f"),
         f(statistics.median(p99) if p99 else None, "%.2f"),
-        f(statistics.median(ratios) if ratios else None, "%.2f"),
-        f(statistics.median(cpu) if cpu else None, "%.1f")))
+        f(statistics.median(cpu) if cpu else None, "%.1f"))
+    for r in refs:
+        row += " %s | %s |" % (f(median_ratio(i, r, "rps"), "%.2f"), f(median_ratio(i, r, "cpu"), "%.2f"))
+    print(row)
+print()
+print("req/s and CPU/request ratios: the median over rounds of the target's figure divided by the "
+      "reference's in the same round.")
 bad = [labels[i] for i in res if any(d["non2xx"] for d in res[i])]
 if bad:
     print()
