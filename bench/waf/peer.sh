@@ -21,8 +21,11 @@
 # Debian ships it, except the audit log path, which is moved into PEER_DIR), then Debian's
 # crs-setup.conf (paranoia level 1, inbound anomaly threshold 5: the defaults) and every CRS
 # rule file listed as an explicit `Include` (libmodsecurity3 rejects `IncludeOptional`).
-# Access logs are off on all server blocks but the logged one (whose log, the error log and the
-# ModSecurity audit log are in PEER_DIR).
+# Every listen of the peer has `reuseport`: each worker accepts from its own socket and the
+# kernel spreads new connections evenly, as rollgate's gateway does (without it, one worker can
+# take most of a burst of new connections and keep them). Access logs are off on all server
+# blocks but the logged one (whose log, the error log and the ModSecurity audit log are in
+# PEER_DIR).
 set -euo pipefail
 
 PEER_DIR=${PEER_DIR:-/tmp/rollgate-waf-peer}
@@ -136,7 +139,7 @@ http {
         keepalive 64;
     }
     server {
-        listen 127.0.0.1:$PLAIN_PORT backlog=4096;
+        listen 127.0.0.1:$PLAIN_PORT backlog=4096 reuseport;
         location / {
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -149,7 +152,7 @@ http {
         '"method":"\$request_method","path":"\$uri","client":"\$remote_addr","status":\$status,'
         '"duration_ms":\$request_time,"upstream_ms":"\$upstream_response_time","bytes":\$body_bytes_sent}';
     server {
-        listen 127.0.0.1:$LOGGED_PORT backlog=4096;
+        listen 127.0.0.1:$LOGGED_PORT backlog=4096 reuseport;
         access_log $PEER_DIR/peer/logs/access.json rollgate_like buffer=64k flush=1s;
         location / {
             proxy_pass http://backend;
@@ -158,7 +161,7 @@ http {
         }
     }
     server {
-        listen 127.0.0.1:$MODSEC_PORT backlog=4096;
+        listen 127.0.0.1:$MODSEC_PORT backlog=4096 reuseport;
         modsecurity on;
         modsecurity_rules_file $PEER_DIR/modsec/main.conf;
         location / {
