@@ -40,17 +40,68 @@ pub(crate) enum Class {
     QueryKey = 3,
 }
 
-/// One slot: the value's class, the bits of the detectors it was found clean by
+/// One entry's tag: the value's class and the bits of the detectors it was found clean by
 /// ([`crate::RuleId::bit`] in the low byte, CRS targets per paranoia level in the high byte,
-/// see `crs::memo_bit`), and the value.
-type Slot = Option<(Class, u16, Box<[u8]>)>;
+/// see `crs::memo_bit`).
+type Tag = (Class, u16);
+
+/// Byte strings remembered with a tag each, in a table that is two-way set associative: an
+/// entry may sit in either slot of the pair its hash names, so two hot entries whose hashes
+/// meet share a pair instead of evicting each other on every request. A new entry takes the
+/// pair's first slot and moves the one there to the second, evicting the older. Lookups
+/// compare full bytes, so a hash collision only evicts.
+struct TwoWay<T> {
+    slots: Vec<Option<(T, Box<[u8]>)>>,
+}
+
+impl<T: Clone> TwoWay<T> {
+    fn new(slots: usize) -> Self {
+        TwoWay {
+            slots: vec![None; slots],
+        }
+    }
+
+    /// The tag of `key` in the pair starting at `first`, if one there is for it by `same`.
+    fn get(&self, first: usize, key: &[u8], same: impl Fn(&T) -> bool) -> Option<&T> {
+        self.slots.get(first..first + 2)?.iter().find_map(|slot| {
+            slot.as_ref()
+                .filter(|(tag, k)| **k == *key && same(tag))
+                .map(|(tag, _)| tag)
+        })
+    }
+
+    /// Updates the tag of `key` with `update` when the pair holds it (by `same`), else puts
+    /// `key` in with `tag`.
+    fn put(
+        &mut self,
+        first: usize,
+        key: &[u8],
+        tag: T,
+        same: impl Fn(&T) -> bool,
+        update: impl FnOnce(&mut T),
+    ) {
+        let Some(slots) = self.slots.get_mut(first..first + 2) else {
+            return;
+        };
+        if let Some((known, _)) = slots
+            .iter_mut()
+            .flatten()
+            .find(|(t, k)| **k == *key && same(t))
+        {
+            update(known);
+            return;
+        }
+        slots.swap(0, 1);
+        slots[0] = Some((tag, key.into()));
+    }
+}
 
 thread_local! {
     /// Two tables: header and cookie values, and the path and parameter names, so that an API
     /// whose paths carry ids (every one new) never evicts its clients' `User-Agent`.
-    static CLEAN: [RefCell<Vec<Slot>>; 2] = [
-        RefCell::new(vec![None; SLOTS]),
-        RefCell::new(vec![None; SLOTS]),
+    static CLEAN: [RefCell<TwoWay<Tag>>; 2] = [
+        RefCell::new(TwoWay::new(SLOTS)),
+        RefCell::new(TwoWay::new(SLOTS)),
     ];
 }
 
@@ -62,9 +113,7 @@ fn table(class: Class) -> usize {
     }
 }
 
-/// The first slot of the pair `value` of `class` may sit in (the table is two-way set
-/// associative: two hot values whose hashes meet share a pair instead of evicting each other
-/// on every request). A multiply-rotate hash (FxHash's) over the class and the value, eight
+/// The first slot of the pair `value` of `class` may sit in. A multiply-rotate hash (FxHash's) over the class and the value, eight
 /// bytes at a time: fast on the short values remembered here and good enough to spread them;
 /// collisions cost only a miss. A client that sends many distinct or colliding values only
 /// evicts entries: their owners pay one uncached inspection each, and no verdict changes.
@@ -92,10 +141,6 @@ fn hash(seed: u64, value: &[u8]) -> u64 {
     h
 }
 
-fn holds(slot: &Slot, class: Class, value: &[u8]) -> bool {
-    matches!(slot, Some((c, _, v)) if *c == class && **v == *value)
-}
-
 /// The rule bits `value` of `class` was found clean by on this thread (0 when unknown).
 pub(crate) fn known_clean(class: Class, value: &[u8]) -> u16 {
     if value.len() > MAX_LEN {
@@ -104,21 +149,15 @@ pub(crate) fn known_clean(class: Class, value: &[u8]) -> u16 {
     CLEAN
         .try_with(|memo| {
             memo[table(class)].try_borrow().map_or(0, |m| {
-                let first = pair(class, value);
-                m[first..first + 2]
-                    .iter()
-                    .find_map(|slot| match slot {
-                        Some((c, rules, v)) if *c == class && **v == *value => Some(*rules),
-                        _ => None,
-                    })
-                    .unwrap_or(0)
+                m.get(pair(class, value), value, |(c, _)| *c == class)
+                    .map_or(0, |(_, rules)| *rules)
             })
         })
         .unwrap_or(0)
 }
 
-/// Records that `value` of `class` was found clean by the detectors of `rules`. A new value
-/// takes the pair's first slot and moves the one there to the second, evicting the older.
+/// Records that `value` of `class` was found clean by the detectors of `rules` (added to those
+/// it is already known clean by, without a new copy of it).
 pub(crate) fn remember_clean(class: Class, value: &[u8], rules: u16) {
     if value.len() > MAX_LEN || rules == 0 {
         return;
@@ -126,19 +165,13 @@ pub(crate) fn remember_clean(class: Class, value: &[u8], rules: u16) {
     // Failing to remember (thread teardown) only costs a later miss.
     let _ = CLEAN.try_with(|memo| {
         if let Ok(mut m) = memo[table(class)].try_borrow_mut() {
-            let first = pair(class, value);
-            let Some(slots) = m.get_mut(first..first + 2) else {
-                return;
-            };
-            if let Some(Some((_, known, _))) =
-                slots.iter_mut().find(|slot| holds(slot, class, value))
-            {
-                // More detectors found the same value clean: no new copy of it.
-                *known |= rules;
-                return;
-            }
-            slots.swap(0, 1);
-            slots[0] = Some((class, rules, value.into()));
+            m.put(
+                pair(class, value),
+                value,
+                (class, rules),
+                |(c, _)| *c == class,
+                |(_, known)| *known |= rules,
+            );
         }
     });
 }
@@ -150,7 +183,7 @@ pub(crate) const MAX_SET_LEN: usize = 4096;
 
 thread_local! {
     /// Whole header sets found clean (see [`set_known_clean`]), as the keys the WAF built.
-    static CLEAN_SETS: RefCell<Vec<Option<Box<[u8]>>>> = RefCell::new(vec![None; SET_SLOTS]);
+    static CLEAN_SETS: RefCell<TwoWay<()>> = RefCell::new(TwoWay::new(SET_SLOTS));
     /// The buffer header-set keys are built in, reused from request to request.
     static SET_KEY: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
@@ -186,12 +219,8 @@ pub(crate) fn set_known_clean(key: &[u8]) -> bool {
     }
     CLEAN_SETS
         .try_with(|sets| {
-            sets.try_borrow().is_ok_and(|sets| {
-                let first = set_pair(key);
-                sets[first..first + 2]
-                    .iter()
-                    .any(|slot| slot.as_deref() == Some(key))
-            })
+            sets.try_borrow()
+                .is_ok_and(|sets| sets.get(set_pair(key), key, |()| true).is_some())
         })
         .unwrap_or(false)
 }
@@ -203,15 +232,7 @@ pub(crate) fn remember_set(key: &[u8]) {
     }
     let _ = CLEAN_SETS.try_with(|sets| {
         if let Ok(mut sets) = sets.try_borrow_mut() {
-            let first = set_pair(key);
-            let Some(slots) = sets.get_mut(first..first + 2) else {
-                return;
-            };
-            if slots.iter().any(|slot| slot.as_deref() == Some(key)) {
-                return;
-            }
-            slots.swap(0, 1);
-            slots[0] = Some(key.into());
+            sets.put(set_pair(key), key, (), |()| true, |()| {});
         }
     });
 }
