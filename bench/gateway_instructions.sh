@@ -4,13 +4,16 @@
 # a shared 2-core VM varies by ±15 % between rounds; these counts by about 1 % plain and up to
 # ~3 % with the WAF, whose regex compilation differs slightly from run to run).
 #
-#   bench/gateway_instructions.sh          plain gateway, with the WAF, with full security
+#   bench/gateway_instructions.sh          plain gateway, with the WAF, with full security, and
+#                                          with full security signing every request
 #   MODES="full" bench/gateway_instructions.sh   only some of the modes
 #   TOP=25 bench/gateway_instructions.sh   also list the 25 costliest functions (inclusive)
 #
 # Runs crates/gateway/examples/proxy_instructions.rs (one gateway worker, an access log, an
 # in-process client and upstream, GET /api/users?id=42 with browser headers and an X-API-Key;
-# full mode adds the per-IP rate limit, the API key check and the per-key rate limit) twice per mode,
+# full mode adds the per-IP rate limit, the API key check and the per-key rate limit; signed mode
+# is full mode with an HMAC signature on every route instead of the API key, and a new query
+# value on every request, since a signature is accepted once) twice per mode,
 # with SHORT and LONG requests, and reports (LONG total − SHORT total) / (LONG − SHORT). Counting
 # starts after the edge policy is built (callgrind's --dump-after), so compiling the WAF's CRS
 # rules, whose count varies by a few million from run to run, is left out. Two figures: the whole
@@ -48,7 +51,7 @@ count() { # n mode -> "whole gateway-thread gateway-thread-file", instructions a
 
 echo "| gateway | instructions per request, whole process (client + gateway + upstream) | gateway worker thread |"
 echo "|---|---|---|"
-for mode in ${MODES:-plain edge full}; do
+for mode in ${MODES:-plain edge full signed}; do
     arg=""
     [[ $mode != plain ]] && arg=$mode
     read -r short_whole short_gw _ < <(count "$SHORT" "$arg")

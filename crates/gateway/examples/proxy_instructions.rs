@@ -2,12 +2,15 @@
 //! under `valgrind --tool=callgrind` (`bench/gateway_instructions.sh`): counts that do not
 //! move with the machine's load, unlike wall-clock throughput on a shared 2-core VM.
 //!
-//! `proxy_instructions N [edge|full]`: N sequential GETs of `/api/users?id=42` with browser-like
+//! `proxy_instructions N [edge|full|signed]`: N sequential GETs of `/api/users?id=42` with browser-like
 //! headers over one keep-alive connection, from an in-process client, through a gateway with
 //! one worker and an access log, to an in-process hyper upstream. With `edge`, the gateway has
 //! the default edge policy (every WAF detector in block mode) without the per-IP rate limit.
 //! With `full`, the full-security gateway of `bench/waf/side_by_side.sh`: the WAF, the per-IP
 //! rate limit, an API key on every route and the per-key rate limit (limits far above N).
+//! With `signed`, the same but every route needs an HMAC signature instead of the API key: each
+//! request carries `X-Timestamp` and `X-Signature` (made by the client, outside the gateway's
+//! thread), and its query is `id=<request number>`, since a signature is accepted only once.
 //! Everything runs in this process, so the counts include the client and the upstream; the
 //! script subtracts a short run from a long one and reports per-request figures by function.
 
@@ -18,6 +21,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use rollgate_core::signing;
 use rollgate_gateway::{AppRoute, Backend, Gateway, GatewayConfig, RouteTable, Upstream};
 
 /// The allocator `rollgate` itself uses, so allocation counts match the binary's.
@@ -27,7 +31,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() {
     let mut args = std::env::args().skip(1);
     let Some(n) = args.next().and_then(|n| n.parse::<usize>().ok()) else {
-        eprintln!("usage: proxy_instructions N [edge|full]");
+        eprintln!("usage: proxy_instructions N [edge|full|signed]");
         std::process::exit(2);
     };
     let mode = args.next().unwrap_or_default();
@@ -76,30 +80,37 @@ async fn run(n: usize, mode: &str) {
             };
             config = config.with_edge(Some(&policy)).expect("edge policy");
         }
-        "full" => {
+        "full" | "signed" => {
             if std::env::var("PROXY_INSTRUCTIONS_KEY").as_deref() != Ok(KEY_SECRET) {
-                panic!("full mode needs PROXY_INSTRUCTIONS_KEY={KEY_SECRET} in the environment");
+                panic!("{mode} mode needs PROXY_INSTRUCTIONS_KEY={KEY_SECRET} in the environment");
             }
-            let text = r#"
+            let auth = if mode == "signed" {
+                "signature"
+            } else {
+                "api_key"
+            };
+            let text = format!(
+                r#"
 [app.api]
 run = "x"
 [env.full]
 listen = "127.0.0.1:0"
 [env.full.edge]
-waf = { mode = "block" }
-rate_limit = { requests = 1000000, per = "1s" }
+waf = {{ mode = "block" }}
+rate_limit = {{ requests = 1000000, per = "1s" }}
 [env.full.edge.auth]
-routes = [{ prefix = "/", auth = "api_key" }]
-keys = [{ id = "bench", secret_env = "PROXY_INSTRUCTIONS_KEY", use = "api_key" }]
-rate_limit = { requests = 1000000, per = "1s" }
-"#;
+routes = [{{ prefix = "/", auth = "{auth}" }}]
+keys = [{{ id = "bench", secret_env = "PROXY_INSTRUCTIONS_KEY", use = "{auth}" }}]
+rate_limit = {{ requests = 1000000, per = "1s" }}
+"#
+            );
             let parsed =
-                rollgate_core::Config::parse(text, "proxy_instructions.toml").expect("edge table");
+                rollgate_core::Config::parse(&text, "proxy_instructions.toml").expect("edge table");
             let policy = parsed.envs["full"].edge.clone().expect("edge table");
             config = config.with_edge(Some(&policy)).expect("edge policy");
         }
         "" => {}
-        other => panic!("unknown mode {other:?}: expected edge or full"),
+        other => panic!("unknown mode {other:?}: expected edge, full or signed"),
     }
     let gateway = Gateway::bind(config).await.expect("bind gateway");
     let addr = gateway.local_addr();
@@ -126,15 +137,34 @@ rate_limit = { requests = 1000000, per = "1s" }
     }));
 
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    for _ in 0..n {
-        let request = hyper::Request::get(format!("http://{addr}/api/users?id=42"))
+    for i in 0..n {
+        let query = if mode == "signed" {
+            format!("id={i}")
+        } else {
+            "id=42".to_owned()
+        };
+        let mut request = hyper::Request::get(format!("http://{addr}/api/users?{query}"))
             .header("host", "localhost")
             .header("user-agent", "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0")
             .header("accept", "text/html,*/*;q=0.8")
-            .header("accept-language", "en-GB,en;q=0.9")
-            .header("x-api-key", format!("rg_bench_{KEY_SECRET}"))
-            .body(Full::new(Bytes::new()))
-            .expect("request");
+            .header("accept-language", "en-GB,en;q=0.9");
+        if mode == "signed" {
+            let timestamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock after 1970")
+                .as_secs()
+                .to_string();
+            let canonical =
+                signing::canonical_request("GET", "/api/users", Some(&query), &timestamp, b"");
+            let signature = signing::sign(KEY_SECRET.as_bytes(), &canonical);
+            request = request.header(signing::TIMESTAMP_HEADER, timestamp).header(
+                signing::SIGNATURE_HEADER,
+                signing::signature_header("bench", &signature),
+            );
+        } else {
+            request = request.header("x-api-key", format!("rg_bench_{KEY_SECRET}"));
+        }
+        let request = request.body(Full::new(Bytes::new())).expect("request");
         let response = client.request(request).await.expect("response");
         assert_eq!(response.status(), 200);
         let _ = response.into_body().collect().await.expect("body");
