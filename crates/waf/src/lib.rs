@@ -156,6 +156,45 @@ fn per_request(name: &str) -> bool {
     candidates.iter().any(|n| n.eq_ignore_ascii_case(name))
 }
 
+/// The longest `X-Signature` value in the form rollgate's clients send: `keyId=`, a key id of
+/// up to 64 characters, `,signature=`, 64 hex digits.
+const SIGNATURE_FORM_MAX: usize = 6 + 64 + 11 + 64;
+
+/// An `X-Signature` value in the form rollgate's clients send (`keyId=<letters, digits and
+/// '-'>,signature=<64 lowercase hex digits>`), copied into `form` with its 64 digits as
+/// zeros; `None` for any other header or form, which is then inspected as sent. The digits are
+/// new on every request, so the value would never repeat, and they cannot make or unmake
+/// anything a detector looks for (no quote, space, bracket, dot, slash, `<`, `$`, `;`, and no
+/// `0x`: `tests::signature_digits_change_no_verdict` checks it on random ones); the key id,
+/// the part the client chooses, is inspected as ever, and the memo then remembers the value.
+fn signature_form<'f>(
+    name: &str,
+    value: &[u8],
+    form: &'f mut [u8; SIGNATURE_FORM_MAX],
+) -> Option<&'f [u8]> {
+    if !name.eq_ignore_ascii_case("x-signature") {
+        return None;
+    }
+    let rest = value.strip_prefix(b"keyId=")?;
+    let comma = rest.iter().position(|&b| b == b',')?;
+    let (id, rest) = rest.split_at(comma);
+    let digits = rest.strip_prefix(b",signature=")?;
+    let id_ok =
+        (1..=64).contains(&id.len()) && id.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-');
+    let digits_ok = digits.len() == 64
+        && digits
+            .iter()
+            .all(|&b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if !id_ok || !digits_ok {
+        return None;
+    }
+    let len = value.len();
+    let form = form.get_mut(..len)?;
+    form.copy_from_slice(value);
+    form.get_mut(len - 64..)?.fill(b'0');
+    Some(form)
+}
+
 /// Detectors applied to arguments (query, form, JSON, multipart, cookies).
 const ARGS: u8 = bits(&[
     RuleId::Sqli,
@@ -396,7 +435,15 @@ impl Waf {
             } else {
                 ANY_HEADER
             };
-            run.check(&header_field(name, value), mask);
+            let mut form = [0u8; SIGNATURE_FORM_MAX];
+            match signature_form(name, value, &mut form) {
+                // The same from request to request: remembered like any header value.
+                Some(form) => run.check(&header_field(name, form), mask),
+                // New on every request: remembering them would only push out the values
+                // that do repeat.
+                None if per_request(name) => run.check_as(&header_field(name, value), mask, None),
+                None => run.check(&header_field(name, value), mask),
+            }
         }
         for field in &cookie_fields {
             run.check(field, ARGS);
@@ -652,7 +699,12 @@ impl Run<'_> {
     /// Runs rollgate's own detectors of `mask` and the CRS rules on one field (on a path
     /// segment only the former: CRS reads the whole path), skipping what the memo knows.
     fn check(&mut self, field: &Field<'_>, mask: u8) {
-        let class = memo_class(field);
+        self.check_as(field, mask, memo_class(field));
+    }
+
+    /// [`Run::check`] with the memo class the caller chose (`None`: a value that is never
+    /// looked up nor remembered).
+    fn check_as(&mut self, field: &Field<'_>, mask: u8, class: Option<Class>) {
         let known = class.map_or(0, |class| memo::known_clean(class, &field.value));
         let mut clean = self.check_own(field, mask, known);
         if field.kind != Kind::Path {

@@ -1111,3 +1111,97 @@ fn per_request_header_names_are_recognised_by_length_and_name() {
         assert!(!per_request(name), "{name}");
     }
 }
+
+/// What `inspect` reports for one header, as (rule, CRS rule) pairs.
+fn verdict(waf: &Waf, name: &str, value: &[u8]) -> Vec<(RuleId, Option<u32>)> {
+    waf.inspect(&RequestView {
+        method: "GET",
+        path: "/",
+        query: None,
+        headers: &[(name, value)],
+        content_type: None,
+        body: b"",
+    })
+    .into_iter()
+    .map(|f| (f.rule, f.crs_rule))
+    .collect()
+}
+
+/// `signature_form` inspects a signature's 64 hex digits as zeros. Under a header name that
+/// is not normalized, random digits and zeros must get the same verdict from every detector,
+/// at both paranoia levels, whatever the key id (ids chosen to look like SQL, commands and
+/// numbers, which the digits must neither complete nor break up).
+#[test]
+fn signature_digits_change_no_verdict() {
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let ids = [
+        "ci",
+        "1",
+        "a--b",
+        "1--",
+        "union-select-1",
+        "or-1-1",
+        "select-sleep-5",
+        "cat-etc-passwd",
+        "4294967295",
+        "0x41",
+        "javascript-alert",
+        &"k".repeat(64),
+    ];
+    let strict = Waf::new(WafConfig {
+        paranoia: Paranoia::Strict,
+        ..WafConfig::default()
+    })
+    .expect("strict WAF");
+    for w in [waf(), strict] {
+        for id in ids {
+            let zeros = format!("keyId={id},signature={}", "0".repeat(64));
+            let expected = verdict(&w, "x-probe", zeros.as_bytes());
+            for _ in 0..150 {
+                let digits: String = (0..64)
+                    .map(|_| char::from(b"0123456789abcdef"[(next() >> 20) as usize % 16]))
+                    .collect();
+                let real = format!("keyId={id},signature={digits}");
+                assert_eq!(verdict(&w, "x-probe", real.as_bytes()), expected, "{real}");
+            }
+        }
+    }
+}
+
+#[test]
+fn signature_headers_in_the_clients_form_are_inspected_by_key_id_and_remembered() {
+    let w = waf();
+    let value = format!("keyId=ci-signed,signature={}", "5a".repeat(32));
+    assert_eq!(verdict(&w, "X-Signature", value.as_bytes()), vec![]);
+    // Remembered with its digits as zeros, so the next request's new digits hit the memo.
+    let form = format!("keyId=ci-signed,signature={}", "0".repeat(64));
+    assert_ne!(memo::known_clean(Class::Header, form.as_bytes()), 0);
+    assert_eq!(memo::known_clean(Class::Header, value.as_bytes()), 0);
+    // Any other form is inspected as sent (a Log4Shell lookup is caught in any header).
+    for odd in [
+        format!("keyId=${{jndi:ldap://x/a}},signature={}", "5a".repeat(32)),
+        format!("signature={},keyId=${{jndi:ldap://x/a}}", "5a".repeat(32)),
+        format!("keyId=ci,signature={}${{jndi:ldap://x/a}}", "5a".repeat(32)),
+    ] {
+        assert_ne!(verdict(&w, "x-signature", odd.as_bytes()), vec![], "{odd}");
+    }
+}
+
+#[test]
+fn per_request_header_values_are_not_remembered() {
+    let w = waf();
+    let id = b"req-7f3c2a91-not-remembered";
+    let agent = b"Mozilla/5.0 (X11; Linux x86_64) remembered agent";
+    assert_eq!(
+        at(&w, "/", &[("x-request-id", id), ("user-agent", agent)]),
+        vec![]
+    );
+    assert_eq!(memo::known_clean(Class::Header, id), 0);
+    assert_ne!(memo::known_clean(Class::Header, agent), 0);
+}
