@@ -72,7 +72,8 @@ pub fn body_sha256_hex(body: &[u8]) -> String {
 }
 
 /// The canonical request (module docs) of one request. `query` is the raw query string
-/// without `?`; `timestamp` the `X-Timestamp` value as sent.
+/// without `?`; `timestamp` the `X-Timestamp` value as sent. Built in one string: the gateway
+/// makes one for every signed request.
 pub fn canonical_request(
     method: &str,
     path: &str,
@@ -80,24 +81,57 @@ pub fn canonical_request(
     timestamp: &str,
     body: &[u8],
 ) -> String {
-    format!(
-        "{method}\n{}\n{}\n{timestamp}\n{}",
-        canonical_path(path),
-        canonical_query(query.unwrap_or("")),
-        body_sha256_hex(body)
-    )
+    let query = query.unwrap_or("");
+    let mut out =
+        String::with_capacity(method.len() + path.len() + query.len() + timestamp.len() + 64 + 16);
+    out.push_str(method);
+    out.push('\n');
+    push_canonical_path(&mut out, path);
+    out.push('\n');
+    push_canonical_query(&mut out, query);
+    out.push('\n');
+    out.push_str(timestamp);
+    out.push('\n');
+    if body.is_empty() {
+        out.push_str(EMPTY_BODY_SHA256);
+    } else {
+        out.push_str(&body_sha256_hex(body));
+    }
+    out
 }
+
+/// The BODY_SHA256 line of a request without a body: the SHA-256 of no bytes, the same for
+/// every GET.
+const EMPTY_BODY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 /// The PATH line: each `/`-separated segment normalized; `/` for an empty path.
 pub fn canonical_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len() + 1);
+    push_canonical_path(&mut out, path);
+    out
+}
+
+fn push_canonical_path(out: &mut String, path: &str) {
     if path.is_empty() {
-        return "/".to_owned();
+        out.push('/');
+        return;
     }
-    path.split('/').map(normalize).collect::<Vec<_>>().join("/")
+    for (i, segment) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        push_normalized(out, segment);
+    }
 }
 
 /// The QUERY line: pairs normalized, sorted by name then value, joined with `&`.
 pub fn canonical_query(query: &str) -> String {
+    let mut out = String::with_capacity(query.len());
+    push_canonical_query(&mut out, query);
+    out
+}
+
+fn push_canonical_query(out: &mut String, query: &str) {
     let mut pairs: Vec<(String, String)> = query
         .split('&')
         .filter(|p| !p.is_empty())
@@ -107,17 +141,25 @@ pub fn canonical_query(query: &str) -> String {
         })
         .collect();
     pairs.sort();
-    pairs
-        .iter()
-        .map(|(n, v)| format!("{n}={v}"))
-        .collect::<Vec<_>>()
-        .join("&")
+    for (i, (name, value)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        out.push_str(name);
+        out.push('=');
+        out.push_str(value);
+    }
 }
 
 /// Decodes `%XX`, re-encodes all but unreserved bytes; a literal `+` stays `+`.
 fn normalize(part: &str) -> String {
+    let mut out = String::with_capacity(part.len());
+    push_normalized(&mut out, part);
+    out
+}
+
+fn push_normalized(out: &mut String, part: &str) {
     let bytes = part.as_bytes();
-    let mut out = String::with_capacity(bytes.len());
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
         let escaped = match (b, bytes.get(i + 1), bytes.get(i + 2)) {
@@ -126,20 +168,19 @@ fn normalize(part: &str) -> String {
         };
         match escaped {
             Some(decoded) => {
-                push_encoded(&mut out, decoded);
+                push_encoded(out, decoded);
                 i += 3;
             }
             None => {
                 if b == b'+' {
                     out.push('+');
                 } else {
-                    push_encoded(&mut out, b);
+                    push_encoded(out, b);
                 }
                 i += 1;
             }
         }
     }
-    out
 }
 
 fn hex_val(b: u8) -> Option<u8> {
@@ -221,6 +262,11 @@ pub fn parse_timestamp(value: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_empty_body_line_is_the_sha256_of_no_bytes() {
+        assert_eq!(EMPTY_BODY_SHA256, body_sha256_hex(b""));
+    }
 
     #[test]
     fn the_canonical_request_is_five_lines() {
