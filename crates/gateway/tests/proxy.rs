@@ -436,14 +436,14 @@ async fn all_instances_dead_is_502_upstream_unavailable() {
 #[tokio::test]
 async fn no_response_headers_in_time_is_504_upstream_timeout() {
     let slow = TestUpstream::start("slow").await;
-    let gateway = TestGateway::start(GatewayConfig {
-        upstream_timeout: Duration::from_millis(200),
-        ..GatewayConfig::default()
-    })
+    let gateway = TestGateway::serving(
+        GatewayConfig {
+            upstream_timeout: Duration::from_millis(200),
+            ..GatewayConfig::default()
+        },
+        table("api", vec![backend(1, 1000, &[&slow])]),
+    )
     .await;
-    gateway
-        .routes
-        .set(table("api", vec![backend(1, 1000, &[&slow])]));
     let answer = TestClient::new()
         .send(
             gateway.addr,
@@ -499,14 +499,14 @@ async fn upstream_errors_pass_through_and_count_as_5xx() {
 #[tokio::test]
 async fn oversized_body_is_413() {
     let blue = TestUpstream::start("blue").await;
-    let gateway = TestGateway::start(GatewayConfig {
-        max_body_bytes: 1024,
-        ..GatewayConfig::default()
-    })
+    let gateway = TestGateway::serving(
+        GatewayConfig {
+            max_body_bytes: 1024,
+            ..GatewayConfig::default()
+        },
+        table("api", vec![backend(1, 1000, &[&blue])]),
+    )
     .await;
-    gateway
-        .routes
-        .set(table("api", vec![backend(1, 1000, &[&blue])]));
     let client = TestClient::new();
     let answer = client
         .send(
@@ -627,15 +627,15 @@ async fn access_log_gets_one_json_line_per_request() {
     let blue = TestUpstream::start("blue").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("access.log");
-    let gateway = TestGateway::start(GatewayConfig {
-        env: "staging".to_owned(),
-        access_log: Some(path.clone()),
-        ..GatewayConfig::default()
-    })
+    let gateway = TestGateway::serving(
+        GatewayConfig {
+            env: "staging".to_owned(),
+            access_log: Some(path.clone()),
+            ..GatewayConfig::default()
+        },
+        table("api", vec![backend(4, 1000, &[&blue])]),
+    )
     .await;
-    gateway
-        .routes
-        .set(table("api", vec![backend(4, 1000, &[&blue])]));
     let client = TestClient::new();
     for i in 0..5 {
         let id = format!("req-{i}");
@@ -726,15 +726,15 @@ async fn several_workers_serve_concurrent_connections_and_drain_them_all_on_shut
     let blue = TestUpstream::start("blue").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("access.log");
-    let gateway = TestGateway::start(GatewayConfig {
-        access_log: Some(path.clone()),
-        workers: 4,
-        ..GatewayConfig::default()
-    })
+    let gateway = TestGateway::serving(
+        GatewayConfig {
+            access_log: Some(path.clone()),
+            workers: 4,
+            ..GatewayConfig::default()
+        },
+        table("api", vec![backend(1, 1000, &[&blue])]),
+    )
     .await;
-    gateway
-        .routes
-        .set(table("api", vec![backend(1, 1000, &[&blue])]));
     let addr = gateway.addr;
     // 40 slow requests at once: as many connections, spread over the workers by the kernel.
     let client = TestClient::new();
@@ -1093,14 +1093,14 @@ async fn a_chunked_upstream_body_streams_through_whole_and_head_gets_none() {
 async fn connections_opened_at_once_are_spread_over_the_workers() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let blue = TestUpstream::start("blue").await;
-    let gateway = TestGateway::start(GatewayConfig {
-        workers: 2,
-        ..GatewayConfig::default()
-    })
+    let gateway = TestGateway::serving(
+        GatewayConfig {
+            workers: 2,
+            ..GatewayConfig::default()
+        },
+        table("api", vec![backend(1, 1000, &[&blue])]),
+    )
     .await;
-    gateway
-        .routes
-        .set(table("api", vec![backend(1, 1000, &[&blue])]));
     // 64 keep-alive connections opened in one burst, as a load generator or a client pool
     // does, each kept open after one request.
     let mut connections = Vec::new();

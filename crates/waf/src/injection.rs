@@ -445,16 +445,16 @@ mod tests {
     /// xorshift generator: the same strings on every run.
     fn joined_parts(
         parts: &'static [&'static str],
-        mut seed: u64,
+        seed: u64,
         count: usize,
         max_parts: u64,
     ) -> impl Iterator<Item = String> {
+        let mut next = crate::xorshift(seed);
+        let mut seed = seed;
         (0..count).map(move |_| {
             let mut v = String::new();
             for _ in 0..(seed % max_parts + 1) {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
+                seed = next();
                 v.push_str(parts[(seed % parts.len() as u64) as usize]);
             }
             v

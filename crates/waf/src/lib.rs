@@ -841,3 +841,14 @@ fn distinct_once<'d>(d: &'d Decoded<'_>) -> Option<&'d [u8]> {
 
 #[cfg(test)]
 mod tests;
+
+/// A fixed-seed xorshift64 generator for the randomized tests: the same numbers on every run.
+#[cfg(test)]
+fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    }
+}

@@ -654,11 +654,9 @@ fn path_and_parameter_name_verdicts_repeat_with_the_memo() {
 fn digits_are_clean_to_every_detector() {
     // What the digits-only fast path in `check_own` skips: every detector, on random digit
     // strings of every length up to 64, finds nothing.
-    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
     for _ in 0..20_000 {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
+        let seed = next();
         let len = (seed % 64 + 1) as usize;
         let digits: Vec<u8> = (0..len)
             .map(|i| b'0' + ((seed >> (i % 60)) % 10) as u8)
@@ -710,13 +708,7 @@ fn memo_keeps_rce_and_java_verdicts_per_value() {
 /// content type, from a fixed-seed xorshift generator (reproducible, bounded count).
 #[test]
 fn random_input_never_panics() {
-    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut next = xorshift(0x2545_f491_4f6c_dd1d);
     // Bias towards the bytes that drive the parsers and decoders.
     const SPECIAL: &[u8] =
         b"%&=;+/\\.<>\"'${}()-#:\x00\x0b\r\nuU0123456789abcdefjndi|`?*,@^ catidlsjava.lang.rO0AB";
@@ -724,7 +716,7 @@ fn random_input_never_panics() {
         (0..len)
             .map(|_| {
                 let r = next();
-                if r % 3 == 0 {
+                if r.is_multiple_of(3) {
                     SPECIAL[(r >> 8) as usize % SPECIAL.len()]
                 } else {
                     (r >> 16) as u8
@@ -1133,13 +1125,7 @@ fn verdict(waf: &Waf, name: &str, value: &[u8]) -> Vec<(RuleId, Option<u32>)> {
 /// numbers, which the digits must neither complete nor break up).
 #[test]
 fn signature_digits_change_no_verdict() {
-    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
     let ids = [
         "ci",
         "1",

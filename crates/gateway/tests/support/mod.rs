@@ -177,7 +177,12 @@ impl TestGateway {
     }
 
     pub async fn with_table(table: RouteTable) -> Self {
-        let gateway = Self::start(GatewayConfig::default()).await;
+        Self::serving(GatewayConfig::default(), table).await
+    }
+
+    /// A gateway with `config`, routing by `table`.
+    pub async fn serving(config: GatewayConfig, table: RouteTable) -> Self {
+        let gateway = Self::start(config).await;
         gateway.routes.set(table);
         gateway
     }
