@@ -405,6 +405,7 @@ impl Waf {
     /// Inspects every header, or with `set_known_clean` only the per-request ones.
     fn check_headers(&self, run: &mut Run<'_>, headers: &[(&str, &[u8])], set_known_clean: bool) {
         let mut cookie_fields = Vec::new();
+        let mut form = [0u8; SIGNATURE_FORM_MAX];
         for &(name, value) in headers {
             if set_known_clean && !per_request(name) {
                 continue;
@@ -435,7 +436,6 @@ impl Waf {
             } else {
                 ANY_HEADER
             };
-            let mut form = [0u8; SIGNATURE_FORM_MAX];
             match signature_form(name, value, &mut form) {
                 // The same from request to request: remembered like any header value.
                 Some(form) => run.check(&header_field(name, form), mask),
