@@ -42,7 +42,9 @@ pub(crate) struct Entry<'a> {
     /// Path only: query strings often carry secrets.
     pub(crate) path: &'a str,
     pub(crate) status: u16,
-    pub(crate) duration_ms: f64,
+    /// Written as milliseconds with up to three decimals (`"duration_ms":0.5`).
+    #[serde(rename = "duration_ms", serialize_with = "micros_as_millis")]
+    pub(crate) duration_us: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<&'a str>,
     /// The key id the auth phase verified; absent on open routes and failures.
@@ -83,16 +85,7 @@ impl Entry<'_> {
         out.extend_from_slice(b",\"status\":");
         out.extend_from_slice(itoa::Buffer::new().format(self.status).as_bytes());
         out.extend_from_slice(b",\"duration_ms\":");
-        if self.duration_ms.is_finite() {
-            out.extend_from_slice(
-                ryu::Buffer::new()
-                    .format_finite(self.duration_ms)
-                    .as_bytes(),
-            );
-        } else {
-            // What serde_json writes for NaN and infinities.
-            out.extend_from_slice(b"null");
-        }
+        write_millis(out, self.duration_us);
         if let Some(error) = self.error {
             out.extend_from_slice(b",\"error\":");
             json_str(out, error);
@@ -108,6 +101,33 @@ impl Entry<'_> {
         out.push(b'}');
         Ok(())
     }
+}
+
+/// `us` microseconds as the `f64` milliseconds `serde_json` would write for `us / 1000`
+/// (shortest form: `0.5`, `12.0`, `0.001`), from integers: formatting the float cost a tenth
+/// of the access-log line. Exact below 2^53 µs (285 years), where that `f64` is exact.
+fn write_millis(out: &mut Vec<u8>, us: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(us / 1000).as_bytes());
+    out.push(b'.');
+    let frac = us % 1000;
+    let digits = [
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ];
+    let len = match frac {
+        0 => 1,
+        f if f % 100 == 0 => 1,
+        f if f % 10 == 0 => 2,
+        _ => 3,
+    };
+    out.extend_from_slice(&digits[..len]);
+}
+
+/// The serde form of [`Entry::duration_us`], the reference [`write_millis`] is tested against.
+fn micros_as_millis<S: serde::Serializer>(us: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+    #[allow(clippy::cast_precision_loss)] // exact below 2^53 µs, see `write_millis`
+    serializer.serialize_f64(*us as f64 / 1000.0)
 }
 
 fn json_opt_str(out: &mut Vec<u8>, value: Option<&str>) {
@@ -446,7 +466,7 @@ mod tests {
                 method: "GET",
                 path: "/api/users",
                 status: 200,
-                duration_ms: 0.5,
+                duration_us: 500,
                 error: None,
                 key_id: Some("bench"),
                 edge: &[],
@@ -462,7 +482,7 @@ mod tests {
                 method: "PATCH",
                 path: tricky,
                 status: 499,
-                duration_ms: 12.0,
+                duration_us: 12_000,
                 error: Some("request_blocked"),
                 key_id: None,
                 edge: &decisions,
@@ -478,16 +498,16 @@ mod tests {
                 method: tricky,
                 path: "/",
                 status: 0,
-                duration_ms: 123_456.789,
+                duration_us: 123_456_789,
                 error: Some(tricky),
                 key_id: Some(tricky),
                 edge: &decisions,
             },
         ];
         for entry in &entries {
-            for duration_ms in [entry.duration_ms, 0.0, 1e-3, 3.25e9, f64::NAN] {
+            for duration_us in [entry.duration_us, 0, 1, 10, 100, 3_250_000_000_000] {
                 let entry = Entry {
-                    duration_ms,
+                    duration_us,
                     ..*entry
                 };
                 let mut ours = Vec::new();
@@ -498,6 +518,20 @@ mod tests {
                     String::from_utf8_lossy(&theirs)
                 );
             }
+        }
+    }
+
+    #[test]
+    fn durations_are_written_as_serde_json_writes_the_float() {
+        let mut us = 0u64;
+        while us < 1u64 << 53 {
+            let mut ours = Vec::new();
+            write_millis(&mut ours, us);
+            #[allow(clippy::cast_precision_loss)]
+            let theirs = serde_json::to_string(&(us as f64 / 1000.0)).unwrap();
+            assert_eq!(String::from_utf8_lossy(&ours), theirs, "{us} µs");
+            // Every value up to 3 s, then ever sparser ones up to 2^53.
+            us = if us < 3_000_000 { us + 1 } else { us * 2 + 777 };
         }
     }
 

@@ -195,8 +195,9 @@ impl Recorder {
                 method: self.method.as_str(),
                 path: &self.path,
                 status: self.status,
-                // Microsecond precision: `0.5`, not `0.49999999999999994`.
-                duration_ms: (latency.as_secs_f64() * 1_000_000.0).round() / 1000.0,
+                // Rounded to the microsecond.
+                duration_us: u64::try_from(latency.as_nanos().saturating_add(500) / 1000)
+                    .unwrap_or(u64::MAX),
                 error: self.error,
                 key_id: self.key_id.as_deref(),
                 edge: &self.edge,
