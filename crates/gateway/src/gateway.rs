@@ -104,10 +104,10 @@ impl Gateway {
     ///
     /// Connections are served by [`GatewayConfig::workers`] threads, each running its own
     /// single-threaded Tokio runtime that accepts from its own listening socket (see
-    /// [`bind_listeners`]), serves its connections and keeps its own upstream connection pool. A request and the upstream
-    /// connection serving it then live on one thread: none of the cross-thread task wake-ups a
-    /// shared work-stealing runtime makes on every proxied request (measured in
-    /// `docs/benchmarks.md`). What the workers share (routing table, metrics, rate limits,
+    /// [`bind_listeners`]), serves its connections and keeps its own upstream connection
+    /// pool. A request and the upstream connection serving it then live on one thread: none of
+    /// the cross-thread task wake-ups a shared work-stealing runtime makes on every proxied
+    /// request (measured in `docs/benchmarks.md`). What the workers share (routing table, metrics, rate limits,
     /// access log) is thread-safe.
     pub async fn serve(
         self,
@@ -319,9 +319,9 @@ impl Drop for OpenConnection {
 /// On Linux, with more than one thread, each thread gets its own socket in a `SO_REUSEPORT`
 /// group, and the kernel spreads new connections over them evenly (by a hash of the
 /// connection's addresses). Threads accepting from one shared socket instead take connections
-/// in bursts: whichever thread wakes first drains the queue, and a client opening 64 keep-alive
-/// connections at once could see 48 served by one thread and 16 by the other for their whole
-/// life (measured in `docs/benchmarks.md`).
+/// in bursts: whichever thread wakes first drains the queue, and 64 keep-alive connections
+/// opened at once were split 64/0, 56/8, 53/11 between two threads, for their whole life
+/// (`connections_opened_at_once_are_spread_over_the_workers` without the group).
 ///
 /// A group only admits sockets that set `SO_REUSEPORT` too, so the port is first claimed by an
 /// ordinary bind: a port another program (or a second rollgate) listens on is an error here
