@@ -115,9 +115,9 @@ fn table(class: Class) -> usize {
 
 /// The first slot of the pair `value` of `class` may sit in. A multiply-rotate hash
 /// (FxHash's) over the class and the value, eight bytes at a time: fast on the short values
-/// remembered here and good enough to spread them;
-/// collisions cost only a miss. A client that sends many distinct or colliding values only
-/// evicts entries: their owners pay one uncached inspection each, and no verdict changes.
+/// remembered here and good enough to spread them; collisions cost only a miss. A client that
+/// sends many distinct or colliding values only evicts entries: their owners pay one uncached
+/// inspection each, and no verdict changes.
 fn pair(class: Class, value: &[u8]) -> usize {
     // The high bits are the best mixed.
     ((hash(class as u64, value) >> 32) as usize & (SLOTS / 2 - 1)) * 2
