@@ -4,7 +4,8 @@
 //! and paranoia level) already found clean. Each entry records which of them it was checked by,
 //! so a client's `User-Agent`, `Referer` and session cookie, and an API's route words and
 //! parameter names, are run through libinjection and the CRS once per worker thread rather than
-//! on every request. Query and form values and bodies are not remembered: they vary. On top,
+//! on every request. Query and form values, bodies and the headers that are new on every
+//! request (ids, timestamps, trace context) are not remembered: they vary. On top,
 //! the whole set of a request's headers (but those new on every request, such as ids and
 //! signatures) is remembered as one key once all of them were found clean, so that a client
 //! sending the same headers again costs one lookup instead of one per header.
