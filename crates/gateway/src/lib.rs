@@ -5,8 +5,8 @@
 //! # Phase chart
 //!
 //! Every request runs through these phases, in this order, in one function
-//! (`phases::handle`); each phase may answer early. The edge phases (ip, geo, rate limit, waf, auth, key rate) run
-//! only when the environment has an `[env.NAME.edge]` policy; each of their rules is in
+//! (`phases::handle`); each phase may answer early. The edge phases (ip, geo, rate limit, waf,
+//! auth, key rate) run only when the environment has an `[env.NAME.edge]` policy; each of their rules is in
 //! `block` mode (answers early) or `count` mode (logs and counts the same decision, lets the
 //! request go on). Request limits always block.
 //!
@@ -29,8 +29,9 @@
 //!                          X-Rollgate-Key-Id                                                   counters, access log
 //! ```
 //!
-//! The auth phase takes keys from a [`KeySource`]: the keys `rollgate.toml` references
-//! ([`StaticKeys`]) and, later, rollgate's secret store. The canonical request that
+//! The auth phase takes keys from a [`KeySource`]: the keys `rollgate.toml` references by
+//! environment variable ([`StaticKeys`]) and rollgate's secret store (`SecretKeys` in the
+//! control crate). The canonical request that
 //! signatures cover is defined once, in `rollgate_core::signing`.
 //!
 //! Answers the gateway produces itself carry `{"code": ..., "message": ...}` JSON bodies; see
