@@ -103,8 +103,8 @@ impl Gateway {
     /// descriptors) are logged and retried, never fatal.
     ///
     /// Connections are served by [`GatewayConfig::workers`] threads, each running its own
-    /// single-threaded Tokio runtime that accepts from its own listening socket (see
-    /// [`bind_listeners`]), serves its connections and keeps its own upstream connection
+    /// single-threaded Tokio runtime that accepts from its own listening socket (on Linux the
+    /// kernel spreads new connections over them), serves its connections and keeps its own upstream connection
     /// pool. A request and the upstream connection serving it then live on one thread: none of
     /// the cross-thread task wake-ups a shared work-stealing runtime makes on every proxied
     /// request (measured in `docs/benchmarks.md`). What the workers share (routing table, metrics, rate limits,

@@ -6,9 +6,9 @@
 //!
 //! Every request runs through these phases, in this order, in one function
 //! (`phases::handle`); each phase may answer early. The edge phases (ip, geo, rate limit, waf,
-//! auth, key rate) run only when the environment has an `[env.NAME.edge]` policy; each of their rules is in
-//! `block` mode (answers early) or `count` mode (logs and counts the same decision, lets the
-//! request go on). Request limits always block.
+//! auth, key rate) run only when the environment has an `[env.NAME.edge]` policy; each of
+//! their rules is in `block` mode (answers early) or `count` mode (logs and counts the same
+//! decision, lets the request go on). Request limits always block.
 //!
 //! ```text
 //! accept ─▶ request id ─▶ limits ─────▶ ip ───────────▶ geo ──────▶ rate limit ─▶ body ─────────▶
