@@ -104,11 +104,11 @@ impl Gateway {
     ///
     /// Connections are served by [`GatewayConfig::workers`] threads, each running its own
     /// single-threaded Tokio runtime that accepts from its own listening socket (on Linux the
-    /// kernel spreads new connections over them), serves its connections and keeps its own upstream connection
-    /// pool. A request and the upstream connection serving it then live on one thread: none of
-    /// the cross-thread task wake-ups a shared work-stealing runtime makes on every proxied
-    /// request (measured in `docs/benchmarks.md`). What the workers share (routing table, metrics, rate limits,
-    /// access log) is thread-safe.
+    /// kernel spreads new connections over them), serves its connections and keeps its own
+    /// upstream connection pool. A request and the upstream connection serving it then live
+    /// on one thread: none of the cross-thread task wake-ups a shared work-stealing runtime
+    /// makes on every proxied request (measured in `docs/benchmarks.md`). What the workers
+    /// share (routing table, metrics, rate limits, access log) is thread-safe.
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
