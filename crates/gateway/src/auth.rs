@@ -164,7 +164,8 @@ impl Authenticator {
 
     /// Authenticates one request: `Ok(None)` on an open route, `Ok(Some(key_id))` when the
     /// API key or signature is valid (on `api_key` routes a valid signature also does), the
-    /// failure otherwise. `now` is the gateway's unix time in seconds. A valid signature is
+    /// failure otherwise. `now` gives the gateway's unix time in seconds, read only for a
+    /// signature (an API key needs no clock). A valid signature is
     /// remembered, and refused if it comes again within the window.
     pub fn authenticate(
         &self,
@@ -173,7 +174,7 @@ impl Authenticator {
         query: Option<&str>,
         headers: &HeaderMap,
         body: &[u8],
-        now: u64,
+        now: impl FnOnce() -> u64,
     ) -> Result<Option<String>, AuthFailure> {
         let has_signature = headers.contains_key(SIGNATURE);
         match self.requirement(path) {
@@ -184,7 +185,7 @@ impl Authenticator {
             AuthRequirement::ApiKey if !has_signature => Err(AuthFailure::ApiKeyMissing),
             AuthRequirement::Signature if !has_signature => Err(AuthFailure::SignatureMissing),
             AuthRequirement::ApiKey | AuthRequirement::Signature => self
-                .check_signature(method, path, query, headers, body, now)
+                .check_signature(method, path, query, headers, body, now())
                 .map(Some),
         }
     }
@@ -534,7 +535,7 @@ mod tests {
             None,
             &with_key(&format!("rg_ci_{SECRET}")),
             b"",
-            NOW,
+            || NOW,
         );
         assert_eq!(ok, Ok(Some("ci".to_owned())));
         for bad in [
@@ -544,17 +545,17 @@ mod tests {
             &format!("rg_signer_{SECRET}"),
         ] {
             assert_eq!(
-                a.authenticate("GET", "/x", None, &with_key(bad), b"", NOW),
+                a.authenticate("GET", "/x", None, &with_key(bad), b"", || NOW),
                 Err(AuthFailure::ApiKeyInvalid),
                 "{bad}"
             );
         }
         assert_eq!(
-            a.authenticate("GET", "/x", None, &HeaderMap::new(), b"", NOW),
+            a.authenticate("GET", "/x", None, &HeaderMap::new(), b"", || NOW),
             Err(AuthFailure::ApiKeyMissing)
         );
         assert_eq!(
-            a.authenticate("GET", "/health", None, &HeaderMap::new(), b"", NOW),
+            a.authenticate("GET", "/health", None, &HeaderMap::new(), b"", || NOW),
             Ok(None)
         );
         // An API key is not a signature.
@@ -565,7 +566,7 @@ mod tests {
                 None,
                 &with_key(&format!("rg_ci_{SECRET}")),
                 b"",
-                NOW
+                || NOW
             ),
             Err(AuthFailure::SignatureMissing)
         );
@@ -577,7 +578,7 @@ mod tests {
         let h = signed("signer", "POST", "/api/x", Some("b=2&a=1"), NOW - 10, b"{}");
         let check =
             |headers: &HeaderMap, path: &str, query: Option<&str>, body: &[u8], now: u64| {
-                a.authenticate("POST", path, query, headers, body, now)
+                a.authenticate("POST", path, query, headers, body, || now)
             };
         assert_eq!(
             check(&h, "/api/x", Some("a=1&b=2"), b"{}", NOW),
@@ -616,7 +617,7 @@ mod tests {
         // A signature also satisfies an api_key route.
         let h = signed("ci", "GET", "/other", None, NOW, b"");
         assert_eq!(
-            a.authenticate("GET", "/other", None, &h, b"", NOW),
+            a.authenticate("GET", "/other", None, &h, b"", || NOW),
             Ok(Some("ci".into()))
         );
     }

@@ -295,7 +295,7 @@ fn phase_auth(
         parts.uri.query(),
         &parts.headers,
         body,
-        unix_now(),
+        unix_now,
     );
     match verdict {
         Ok(Some(key_id)) => {

@@ -164,9 +164,11 @@ impl Recorder {
             return;
         }
         self.done = true;
-        let latency = self.started.elapsed();
+        // One clock read for the latency and the metrics' second.
+        let now = Instant::now();
+        let latency = now.saturating_duration_since(self.started);
         if let (Some(app), Some(version)) = (&self.app, self.version) {
-            self.shared.metrics.record(
+            self.shared.metrics.record_at(
                 app,
                 version,
                 Sample {
@@ -174,6 +176,7 @@ impl Recorder {
                     latency,
                     upstream_failure: self.upstream_failure,
                 },
+                now,
             );
         }
         if let Some(log) = &self.shared.access_log {

@@ -138,7 +138,7 @@ mod tests {
             Some("limit=10&q=ada%20l&sort=%6eame"),
             &headers,
             body,
-            now + 5,
+            || now + 5,
         );
         assert_eq!(verdict, Ok(Some("deploy".to_owned())));
         let again = auth.authenticate(
@@ -147,7 +147,7 @@ mod tests {
             Some("limit=10&q=ada%20l&sort=name"),
             &headers,
             body,
-            now + 6,
+            || now + 6,
         );
         assert_eq!(again, Err(AuthFailure::SignatureReplayed));
     }
