@@ -374,7 +374,8 @@ fn http_builder(config: &GatewayConfig) -> http1::Builder {
     let mut http = http1::Builder::new();
     // `half_close` stays off (hyper's default): hyper then polls the client's socket while a
     // request is in flight, which is how a client that goes away cancels its upstream request
-    // (recorded as 499), as nginx does by default. The price: that poll reserves a new read
+    // (recorded as 499), as nginx does by default (`a_client_going_away_is_still_recorded`
+    // fails with it on). The price: that poll reserves a new read
     // buffer on every request, since the old one still holds the request head (one 8 KiB
     // allocation, a few hundred instructions).
     http.timer(CoarseTimer)

@@ -803,22 +803,41 @@ async fn a_client_going_away_is_still_recorded() {
     use tokio::io::AsyncWriteExt;
 
     let blue = TestUpstream::start("blue").await;
-    let gateway = TestGateway::with_table(table("api", vec![backend(1, 1000, &[&blue])])).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("access.log");
+    let gateway = TestGateway::serving(
+        GatewayConfig {
+            access_log: Some(path.clone()),
+            ..GatewayConfig::default()
+        },
+        table("api", vec![backend(1, 1000, &[&blue])]),
+    )
+    .await;
     let mut stream = tokio::net::TcpStream::connect(gateway.addr)
         .await
         .expect("connect");
     stream
-        .write_all(b"GET /gone HTTP/1.1\r\nhost: x\r\nx-test-sleep-ms: 300\r\n\r\n")
+        .write_all(b"GET /gone HTTP/1.1\r\nhost: x\r\nx-test-sleep-ms: 3000\r\n\r\n")
         .await
         .expect("write request");
     let routes = gateway.routes.clone();
     assert!(eventually(|| routes.in_flight("blue") == 1).await);
     drop(stream);
 
+    // The gateway notices the close while the upstream is still thinking, gives up on it, and
+    // records the request as 499 long before the upstream's 3 s answer.
     let metrics = gateway.metrics.clone();
     assert!(eventually(|| metrics.window("api", 1, MINUTE).requests == 1).await);
     assert!(eventually(|| routes.in_flight("blue") == 0).await);
     gateway.stop().await;
+    let log = std::fs::read_to_string(&path).expect("access log");
+    let line: serde_json::Value = serde_json::from_str(log.trim()).expect("one JSON line");
+    assert_eq!(line["status"], 499, "{line}");
+    let ms = line["duration_ms"].as_f64().expect("duration");
+    assert!(
+        ms < 2500.0,
+        "recorded after {ms} ms: the upstream request was not cancelled"
+    );
 }
 
 #[tokio::test]
