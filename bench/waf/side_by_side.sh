@@ -389,7 +389,7 @@ EOF
     echo "## Setup"
     echo
     echo "- One upstream for everyone: \`rollgate demo-service\` (this build). nginx's three server blocks"
-    echo "  (\`bench/waf/peer.sh\`, 2 workers, keep-alive 64 to the upstream) proxy to one"
+    echo "  (\`bench/waf/peer.sh\`, 2 workers, \`reuseport\`, keep-alive 64 to the upstream) proxy to one"
     echo "  instance started by this script on 127.0.0.1:$DEMO_PORT; rollgate's gateways proxy to the"
     echo "  instances \`rollgate serve\` runs for app \`api\` (\`run = \"'<binary>' demo-service\"\`), one per"
     echo "  environment. The demo service answers \`/api/users\` (200) and 404 (405 for other methods than"
