@@ -407,7 +407,8 @@ impl Waf {
         let mut cookie_fields = Vec::new();
         let mut form = [0u8; SIGNATURE_FORM_MAX];
         for &(name, value) in headers {
-            if set_known_clean && !per_request(name) {
+            let changing = per_request(name);
+            if set_known_clean && !changing {
                 continue;
             }
             let mask = if name.eq_ignore_ascii_case("cookie") {
@@ -441,7 +442,7 @@ impl Waf {
                 Some(form) => run.check(&header_field(name, form), mask),
                 // New on every request: remembering them would only push out the values
                 // that do repeat.
-                None if per_request(name) => run.check_as(&header_field(name, value), mask, None),
+                None if changing => run.check_as(&header_field(name, value), mask, None),
                 None => run.check(&header_field(name, value), mask),
             }
         }
