@@ -116,7 +116,7 @@ fn write_millis(out: &mut Vec<u8>, us: u64) {
         b'0' + (frac % 10) as u8,
     ];
     let len = match frac {
-        0 => 1,
+        // `.0` for whole milliseconds, as serde_json writes `12.0`.
         f if f % 100 == 0 => 1,
         f if f % 10 == 0 => 2,
         _ => 3,
