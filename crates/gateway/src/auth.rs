@@ -8,7 +8,7 @@
 //! unknown key id, a wrong secret and a malformed header are all "invalid". Comparisons of
 //! secrets are constant-time.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -343,10 +343,19 @@ struct ReplayCache {
     inner: Mutex<ReplayState>,
 }
 
+/// How often a full cache is logged at most: it refuses every signed request while full, and a
+/// warning per request would flood the log at the rate the clients send.
+const FULL_WARNING_EVERY_SECS: u64 = 10;
+
 #[derive(Default)]
 struct ReplayState {
     seen: HashSet<[u8; 32]>,
-    by_expiry: BTreeSet<(u64, [u8; 32])>,
+    /// The same signatures by the second their window ends, so that whole seconds are forgotten
+    /// at once as the clock passes them (about 600 buckets for a ±5-minute window).
+    by_expiry: BTreeMap<u64, Vec<[u8; 32]>>,
+    /// Requests refused since the last warning about a full cache, and when that was.
+    refused: u64,
+    warned_at: Option<u64>,
 }
 
 impl ReplayCache {
@@ -360,21 +369,31 @@ impl ReplayCache {
     /// Remembers `signature` until `expires` (unix seconds); refuses one already seen.
     fn remember(&self, signature: [u8; 32], expires: u64, now: u64) -> Result<(), AuthFailure> {
         let mut state = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        // Forget what has left the window first: memory follows the signed traffic of the
+        // last window rather than growing to the capacity and staying there.
+        state.purge(now);
         if state.seen.contains(&signature) {
             return Err(AuthFailure::SignatureReplayed);
         }
         if state.seen.len() >= self.capacity {
-            state.purge(now);
-            if state.seen.len() >= self.capacity {
+            state.refused += 1;
+            if state
+                .warned_at
+                .is_none_or(|at| now >= at.saturating_add(FULL_WARNING_EVERY_SECS))
+            {
                 tracing::warn!(
                     capacity = self.capacity,
-                    "replay cache full of unexpired signatures; refusing signed requests"
+                    refused = state.refused,
+                    "replay cache full of unexpired signatures; refusing signed requests \
+                     (auth.replay_cache)"
                 );
-                return Err(AuthFailure::ReplayCacheFull);
+                state.refused = 0;
+                state.warned_at = Some(now);
             }
+            return Err(AuthFailure::ReplayCacheFull);
         }
         state.seen.insert(signature);
-        state.by_expiry.insert((expires, signature));
+        state.by_expiry.entry(expires).or_default().push(signature);
         Ok(())
     }
 
@@ -398,12 +417,13 @@ impl ReplayCache {
 impl ReplayState {
     /// Drops entries whose window has passed: they would be refused as expired anyway.
     fn purge(&mut self, now: u64) {
-        while let Some(&(expires, signature)) = self.by_expiry.first() {
-            if expires >= now {
+        while let Some(bucket) = self.by_expiry.first_entry() {
+            if *bucket.key() >= now {
                 break;
             }
-            self.by_expiry.pop_first();
-            self.seen.remove(&signature);
+            for signature in bucket.remove() {
+                self.seen.remove(&signature);
+            }
         }
     }
 }
@@ -636,6 +656,42 @@ mod tests {
         assert_eq!(cache.len(), 2);
         cache.purge(1000);
         assert_eq!(cache.len(), 0);
+    }
+
+    #[test]
+    fn the_replay_cache_forgets_a_passed_second_without_being_full() {
+        let cache = ReplayCache::new(1000);
+        for i in 0..10u8 {
+            assert_eq!(cache.remember([i; 32], 100 + u64::from(i % 2), 50), Ok(()));
+        }
+        assert_eq!(cache.len(), 10);
+        // Second 100 has passed at 101: its five signatures are forgotten, 101's are kept.
+        assert_eq!(cache.remember([200; 32], 300, 101), Ok(()));
+        assert_eq!(cache.len(), 6);
+        assert_eq!(
+            cache.remember([1; 32], 300, 101),
+            Err(AuthFailure::SignatureReplayed)
+        );
+    }
+
+    #[test]
+    fn a_full_replay_cache_is_logged_once_per_interval_with_the_refusals_counted() {
+        let cache = ReplayCache::new(1);
+        assert_eq!(cache.remember([0; 32], 1000, 50), Ok(()));
+        let refuse = |i: u8, now: u64| {
+            assert_eq!(
+                cache.remember([i; 32], 1000, now),
+                Err(AuthFailure::ReplayCacheFull)
+            );
+            let state = cache.inner.lock().expect("lock");
+            (state.refused, state.warned_at)
+        };
+        // The first refusal warns; the next ones within the interval are only counted.
+        assert_eq!(refuse(1, 50), (0, Some(50)));
+        assert_eq!(refuse(2, 51), (1, Some(50)));
+        assert_eq!(refuse(3, 59), (2, Some(50)));
+        // The interval is over: a warning with the count, which starts again.
+        assert_eq!(refuse(4, 60), (0, Some(60)));
     }
 
     #[test]
