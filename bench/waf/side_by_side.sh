@@ -15,10 +15,12 @@
 #     edited and reloaded; peer.sh itself is unchanged), so that nginx and rollgate proxy to the
 #     same program (rollgate's `demo-service`, which answers /api/users etc. and 404/405 elsewhere);
 #  3. starts `rollgate serve` in a temporary directory with app `api` (run = this build's
-#     `demo-service`) released into two environments: `bench` with
+#     `demo-service`) released into four environments: `bench` with
 #     `[env.bench.edge] waf = { mode = "block" }, rate_limit = false` (paranoia normal, default
 #     request limits; every corpus request comes from 127.0.0.1, so a per-IP rate limit would
-#     measure the limiter, not the WAF), and `plain` with no edge table (to isolate the edge cost);
+#     measure the limiter, not the WAF), `full` (the WAF, both rate limits, an API key), `signed`
+#     (the same with HMAC signatures instead of the key) and `plain` with no edge table (to
+#     isolate the edge cost);
 #  4. bench/waf/measure.py on every corpus set against rollgate-edge and nginx-modsec-crs, with
 #     rollgate-plain and nginx-plain as controls (one run, same sets, targets one after the other);
 #  5. bench/waf/throughput.sh against nginx-plain, nginx-plain-logged, rollgate-plain,
@@ -27,9 +29,11 @@
 #     serve` process; never the upstream; ratios against nginx-plain and nginx-plain-logged);
 #  5b. the same rounds again against the two plain nginx and the three rollgate gateways with
 #     bench/waf/varied.lua (requests that all differ: new query values each, 24 User-Agents);
+#  5c. and with bench/waf/signed.lua (every request newly HMAC-signed) against the two plain
+#     nginx, rollgate-full and rollgate-signed (signatures instead of the API key);
 #  6. writes bench/waf/SIDE_BY_SIDE.md (commands, machine, versions, tables),
-#     bench/waf/side-by-side-measure.json, bench/waf/side-by-side-throughput.md and
-#     bench/waf/side-by-side-throughput-varied.md;
+#     bench/waf/side-by-side-measure.json, bench/waf/side-by-side-throughput.md,
+#     bench/waf/side-by-side-throughput-varied.md and bench/waf/side-by-side-throughput-signed.md;
 #  7. stops everything it started (serve and its instances, the demo service, the peer).
 #
 # Environment: CORPORA (/work/shared/corpora), DEMO_PORT (18093), ROUNDS (3), DURATION (10s),
@@ -190,6 +194,23 @@ routes = [{ prefix = "/", auth = "api_key" }]
 keys = [{ id = "bench", secret_env = "SBS_API_KEY", use = "api_key" }]
 rate_limit = { requests = 1000000, per = "1s" }
 
+# rollgate-full with an HMAC signature on every route instead of the API key (the throughput
+# pass with bench/waf/signed.lua). A signature is accepted once and remembered for the 5-minute
+# window: the replay cache at its maximum holds what ~50k signed requests/s for the rounds leave.
+[env.signed]
+listen = "127.0.0.1:0"
+monitor = "1s"
+
+[env.signed.edge]
+waf = { mode = "block" }
+rate_limit = { requests = 1000000, per = "1s" }
+
+[env.signed.edge.auth]
+routes = [{ prefix = "/", auth = "signature" }]
+keys = [{ id = "bench-signer", secret_env = "SBS_SIGNING_KEY", use = "signature" }]
+rate_limit = { requests = 1000000, per = "1s" }
+replay_cache = 10000000
+
 # The same gateway and app without an edge table: no IP, rate or WAF checks.
 [env.plain]
 listen = "127.0.0.1:0"
@@ -198,22 +219,27 @@ EOF
 rg() { "$BIN" --config "$WORK/rollgate.toml" "$@"; }
 # The API key of env full, only in the environment of serve and of wrk's header.
 export SBS_API_KEY="sbs-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+# The signing secret of env signed, in the environment of serve and of wrk's signed.lua.
+export SBS_SIGNING_KEY="sbs-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+export SIGNED_KEY_ID=bench-signer SIGNED_SECRET="$SBS_SIGNING_KEY"
 rg validate >/dev/null
 "$BIN" serve --config "$WORK/rollgate.toml" >"$WORK/serve.log" 2>&1 &
 SERVE_PID=$!
 for _ in $(seq 1 300); do
-    [[ -s "$WORK/.rollgate/serve.json" ]] && jq -e '.gateways.bench and .gateways.plain and .gateways.full' "$WORK/.rollgate/serve.json" >/dev/null 2>&1 && break
+    [[ -s "$WORK/.rollgate/serve.json" ]] && jq -e '.gateways.bench and .gateways.plain and .gateways.full and .gateways.signed' "$WORK/.rollgate/serve.json" >/dev/null 2>&1 && break
     kill -0 "$SERVE_PID" 2>/dev/null || { cat "$WORK/serve.log" >&2; exit 1; }
     sleep 0.1
 done
 GW_EDGE=$(jq -r '.gateways.bench' "$WORK/.rollgate/serve.json")
 GW_PLAIN=$(jq -r '.gateways.plain' "$WORK/.rollgate/serve.json")
 GW_FULL=$(jq -r '.gateways.full' "$WORK/.rollgate/serve.json")
+GW_SIGNED=$(jq -r '.gateways.signed' "$WORK/.rollgate/serve.json")
 mkdir -p "$WORK/artifact"
 echo v1 >"$WORK/artifact/RELEASE"
 rg deploy api --env bench --artifact "$WORK/artifact" >"$WORK/deploy-bench.txt" 2>&1 || { cat "$WORK/deploy-bench.txt" >&2; exit 1; }
 rg deploy api --env plain --artifact "$WORK/artifact" >"$WORK/deploy-plain.txt" 2>&1 || { cat "$WORK/deploy-plain.txt" >&2; exit 1; }
 rg deploy api --env full --artifact "$WORK/artifact" >"$WORK/deploy-full.txt" 2>&1 || { cat "$WORK/deploy-full.txt" >&2; exit 1; }
+rg deploy api --env signed --artifact "$WORK/artifact" >"$WORK/deploy-signed.txt" 2>&1 || { cat "$WORK/deploy-signed.txt" >&2; exit 1; }
 log "serve is up (pid $SERVE_PID); gateways: bench (edge) $GW_EDGE, plain $GW_PLAIN"
 
 # --- sanity: every target proxies the clean request to a demo service; the WAFs block SQLi -----
@@ -223,6 +249,7 @@ NGINX_LOGGED=http://127.0.0.1:$LOGGED_PORT
 RG_PLAIN=http://$GW_PLAIN
 RG_EDGE=http://$GW_EDGE
 RG_FULL=http://$GW_FULL
+RG_SIGNED=http://$GW_SIGNED
 SQLI='/?q=1%27%20or%20%271%27%3D%271'
 {
     for t in "nginx-plain $NGINX_PLAIN" "nginx-plain-logged $NGINX_LOGGED" "rollgate-plain $RG_PLAIN" "rollgate-edge $RG_EDGE" "nginx-modsec-crs $NGINX_MODSEC"; do
@@ -233,10 +260,22 @@ SQLI='/?q=1%27%20or%20%271%27%3D%271'
     done
     echo "rollgate-full no key: $(get "$RG_FULL/api/users?id=42" | cut -c1-60)"
     echo "rollgate-full with key: $(KEY="rg_bench_$SBS_API_KEY" get "$RG_FULL/api/users?id=42" | cut -c1-60)"
+    echo "rollgate-signed with key only: $(KEY="rg_bench_$SBS_API_KEY" get "$RG_SIGNED/api/users?id=42" | cut -c1-60)"
+    # One signed.lua request per target, each newly signed: every one must be answered 200.
+    for t in "nginx-plain $NGINX_PLAIN" "rollgate-full $RG_FULL" "rollgate-signed $RG_SIGNED"; do
+        set -- $t
+        echo "$1 signed.lua: $(wrk -t1 -c1 -d1s -s "$HERE/signed.lua" -H "Host: localhost" \
+            -H "X-API-Key: rg_bench_$SBS_API_KEY" "$2/api/users" 2>&1 | tr -s ' ' |
+            grep -E 'requests in|Non-2xx' | tr '\n' ' ')"
+    done
 } >"$WORK/sanity.txt"
 cat "$WORK/sanity.txt" >&2
 grep -q "^rollgate-full no key: 401" "$WORK/sanity.txt" || { log "rollgate-full does not ask for the API key"; exit 1; }
 grep -q "^rollgate-full with key: 200" "$WORK/sanity.txt" || { log "rollgate-full does not accept the API key"; exit 1; }
+grep -q "^rollgate-signed with key only: 401" "$WORK/sanity.txt" || { log "rollgate-signed does not ask for a signature"; exit 1; }
+for t in nginx-plain rollgate-full rollgate-signed; do
+    grep -E "^$t signed.lua: [0-9]+ requests in" "$WORK/sanity.txt" | grep -q -v "Non-2xx" || { log "$t does not answer signed.lua's requests with 200"; exit 1; }
+done
 grep -q "^nginx-plain /version: 200 .*\"pid\":$DEMO_PID" "$WORK/sanity.txt" || { log "nginx does not reach the demo service"; exit 1; }
 grep -q "^nginx-modsec-crs sqli: 403" "$WORK/sanity.txt" || { log "ModSecurity does not block the probe"; exit 1; }
 grep -q "^rollgate-edge sqli: 403" "$WORK/sanity.txt" || { log "rollgate's WAF does not block the probe"; exit 1; }
@@ -318,6 +357,24 @@ VAR_T0=$(date -u +%H:%M:%S)
 }
 VAR_T1=$(date -u +%H:%M:%S)
 cp "$WORK/throughput-varied/throughput.md" "$OUT/side-by-side-throughput-varied.md"
+
+# 5c. Signed requests (bench/waf/signed.lua: every request newly signed with HMAC-SHA256, a new
+# nonce in its query) against the plain nginx, rollgate-full (API key; it ignores the signature
+# headers, which its WAF still reads) and rollgate-signed (the signature checked and remembered
+# instead of the key). The same script for every target, so the client's signing costs all alike.
+log "throughput.sh, signed requests ($ROUNDS interleaved rounds)"
+SIG_T0=$(date -u +%H:%M:%S)
+"$HERE/throughput.sh" -t "$THREADS" -c "$CONNS" -d "$DURATION" -r "$ROUNDS" -o "$WORK/throughput-signed" \
+    -s "$HERE/signed.lua" -H "X-API-Key: rg_bench_$SBS_API_KEY" -b nginx-plain-logged \
+    -P "nginx-plain=$NGINX_WORKERS" -P "nginx-plain-logged=$NGINX_WORKERS" -P "rollgate-full=$SERVE_PID" \
+    -P "rollgate-signed=$SERVE_PID" \
+    "nginx-plain=$NGINX_PLAIN" "nginx-plain-logged=$NGINX_LOGGED" "rollgate-full=$RG_FULL" \
+    "rollgate-signed=$RG_SIGNED" >"$WORK/throughput-signed.stdout" 2>"$WORK/throughput-signed.stderr" || {
+    cat "$WORK/throughput-signed.stderr" >&2
+    exit 1
+}
+SIG_T1=$(date -u +%H:%M:%S)
+cp "$WORK/throughput-signed/throughput.md" "$OUT/side-by-side-throughput-signed.md"
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- 6. the report ----------------------------------------------------------------------------
@@ -458,10 +515,22 @@ EOF
     echo "WAF's per-thread memo only helps with the headers, the path and the parameter names."
     echo
     cat "$WORK/throughput-varied/throughput.md"
+    echo
+    echo "## Throughput with signed requests ($SIG_T0–$SIG_T1 UTC)"
+    echo
+    echo "The same rounds with \`-s bench/waf/signed.lua\`: wrk signs every request (HMAC-SHA256 over"
+    echo "the canonical request, OpenSSL's through LuaJIT's FFI; a new nonce in the query, the current"
+    echo "\`X-Timestamp\`). rollgate-signed is rollgate-full with \`auth = \"signature\"\` on every route"
+    echo "instead of the API key (\`replay_cache = 10000000\`): it recomputes the body hash and the"
+    echo "HMAC, checks the window and remembers each signature. The other targets get the same requests"
+    echo "and ignore the signature (rollgate-full checks the API key as before)."
+    echo
+    cat "$WORK/throughput-signed/throughput.md"
 } >"$OUT/SIDE_BY_SIDE.md"
 
-log "wrote $OUT/SIDE_BY_SIDE.md, $OUT/side-by-side-measure.json, $OUT/side-by-side-throughput.md, $OUT/side-by-side-throughput-varied.md"
+log "wrote $OUT/SIDE_BY_SIDE.md, $OUT/side-by-side-measure.json, $OUT/side-by-side-throughput{,-varied,-signed}.md"
 cat "$WORK/detection.md"
 cat "$WORK/throughput/throughput.md"
 cat "$WORK/throughput-varied/throughput.md"
+cat "$WORK/throughput-signed/throughput.md"
 # --- 7. cleanup (trap) ------------------------------------------------------------------------
