@@ -274,7 +274,7 @@ grep -q "^rollgate-full no key: 401" "$WORK/sanity.txt" || { log "rollgate-full 
 grep -q "^rollgate-full with key: 200" "$WORK/sanity.txt" || { log "rollgate-full does not accept the API key"; exit 1; }
 grep -q "^rollgate-signed with key only: 401" "$WORK/sanity.txt" || { log "rollgate-signed does not ask for a signature"; exit 1; }
 for t in nginx-plain rollgate-full rollgate-signed; do
-    grep -E "^$t signed.lua: [0-9]+ requests in" "$WORK/sanity.txt" | grep -q -v "Non-2xx" || { log "$t does not answer signed.lua's requests with 200"; exit 1; }
+    grep -E "^$t signed.lua: +[0-9]+ requests in" "$WORK/sanity.txt" | grep -q -v "Non-2xx" || { log "$t does not answer signed.lua's requests with 200"; exit 1; }
 done
 grep -q "^nginx-plain /version: 200 .*\"pid\":$DEMO_PID" "$WORK/sanity.txt" || { log "nginx does not reach the demo service"; exit 1; }
 grep -q "^nginx-modsec-crs sqli: 403" "$WORK/sanity.txt" || { log "ModSecurity does not block the probe"; exit 1; }
