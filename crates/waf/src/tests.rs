@@ -306,11 +306,126 @@ fn log4shell_in_any_header_and_obfuscated() {
 }
 
 #[test]
-fn log4shell_in_xml_body_of_unparsed_type() {
-    let findings = post("application/xml", b"<a>${jndi:ldap://x/a}</a>");
+fn log4shell_in_bodies_of_unparsed_type_and_in_xml() {
+    let findings = post("text/plain", b"note: ${jndi:ldap://x/a}");
     assert_eq!(
         rules_and_fields(&findings),
         vec![(RuleId::Log4shell, "body")]
+    );
+    let findings = post("application/xml", b"<a>${jndi:ldap://x/a}</a>");
+    assert_eq!(
+        rules_and_fields(&findings),
+        vec![(RuleId::Log4shell, "xml:/a")]
+    );
+}
+
+#[test]
+fn xml_text_cdata_and_attribute_values_are_inspected_by_their_paths() {
+    let body = br#"<?xml version="1.0" encoding="UTF-8"?>
+<order id="7">
+  <item sku="1' OR '1'='1">Blue mug</item>
+  <note>&lt;script&gt;alert(document.cookie)&lt;/script&gt;</note>
+  <gift><![CDATA[<img src=x onerror=alert(1)>]]></gift>
+  <path>../../../../etc/passwd</path>
+  <q>1' UNION<!-- split --> SELECT password FROM users--</q>
+</order>"#;
+    let findings = post("application/xml", body);
+    let found = rules_and_fields(&findings);
+    for expected in [
+        (RuleId::Sqli, "xml:/order/item/@sku"),
+        (RuleId::Xss, "xml:/order/note"),
+        (RuleId::Xss, "xml:/order/gift"),
+        (RuleId::Traversal, "xml:/order/path"),
+        (RuleId::Sqli, "xml:/order/q"),
+    ] {
+        assert!(found.contains(&expected), "{expected:?} in {found:?}");
+    }
+    // Nothing reported on the clean values (the id, the item's text).
+    assert!(
+        found
+            .iter()
+            .all(|(_, field)| !matches!(*field, "xml:/order/@id" | "xml:/order/item")),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn soap_bodies_with_entity_encoded_payloads_are_inspected() {
+    let body = br#"<soap:Envelope xmlns:soap="http://www.w3.org/2003/05/soap-envelope">
+  <soap:Body><GetUser><name>x&apos; UNION SELECT password FROM users--</name></GetUser></soap:Body>
+</soap:Envelope>"#;
+    for content_type in [
+        "application/soap+xml; charset=utf-8",
+        "text/xml",
+        "application/atom+xml",
+    ] {
+        let findings = post(content_type, body);
+        assert!(
+            rules_and_fields(&findings)
+                .contains(&(RuleId::Sqli, "xml:/soap:Envelope/soap:Body/GetUser/name")),
+            "{content_type}: {findings:?}"
+        );
+    }
+}
+
+#[test]
+fn benign_xml_documents_are_clean() {
+    let bodies: [&[u8]; 3] = [
+        br#"<?xml version="1.0"?>
+<!-- an order from the shop -->
+<order xmlns="urn:shop" id="1234" currency="EUR">
+  <customer email="jane.doe+news@example.com">Jane O'Neil</customer>
+  <item sku="MUG-01" qty="2">Blue mug &amp; saucer, 50% off</item>
+  <note>Please deliver between 9 and 5; ring twice. Don't leave it at the door.</note>
+  <address>221B Baker St., London NW1 6XE</address>
+</order>"#,
+        br#"<soap:Envelope xmlns:soap="http://www.w3.org/2003/05/soap-envelope"><soap:Body><m:GetPrice xmlns:m="https://www.example.org/stock"><m:Item>Apples</m:Item></m:GetPrice></soap:Body></soap:Envelope>"#,
+        br#"<feed xmlns="http://www.w3.org/2005/Atom"><title>Select a plan</title><entry><title>Union Station, Track 4</title><updated>2026-12-06T12:00:00Z</updated></entry></feed>"#,
+    ];
+    for body in bodies {
+        let findings = post("application/xml", body);
+        assert!(findings.is_empty(), "{findings:?}");
+    }
+}
+
+#[test]
+fn malformed_or_cut_xml_is_inspected_whole() {
+    for body in [
+        &b"<q>1' OR '1'='1"[..],
+        b"<q>1' OR '1'='1</r>",
+        b"<a>x</a><b>1' OR '1'='1</b>",
+    ] {
+        let findings = post("application/xml", body);
+        assert!(
+            rules_and_fields(&findings).contains(&(RuleId::Sqli, "body")),
+            "{:?}: {findings:?}",
+            String::from_utf8_lossy(body)
+        );
+    }
+}
+
+#[test]
+fn deeply_nested_xml_keeps_short_names() {
+    let mut body = String::new();
+    for _ in 0..5_000 {
+        body.push_str("<a>");
+    }
+    body.push_str("<script>alert(1)</script>");
+    body = body.replace(
+        "<script>alert(1)</script>",
+        "&lt;script&gt;alert(1)&lt;/script&gt;",
+    );
+    for _ in 0..5_000 {
+        body.push_str("</a>");
+    }
+    let findings = post("application/xml", body.as_bytes());
+    let xss: Vec<_> = findings.iter().filter(|f| f.rule == RuleId::Xss).collect();
+    assert!(!xss.is_empty(), "{findings:?}");
+    // Named after the ancestor at the naming depth (32 levels of `/a`), not 5,000 levels.
+    assert!(
+        xss.iter()
+            .all(|f| f.field == format!("xml:{}", "/a".repeat(32))),
+        "{xss:?}"
     );
 }
 
