@@ -2,7 +2,7 @@
 //! data, PayloadsAllTheThings SQL/XSS lists and the CRS regression suite (the rule files of the
 //! classes this crate covers), false positives on libinjection's tricky-benign list, on CRS's
 //! negative stages and on generated benign API traffic, and the cost per clean GET and per
-//! 4 KB form. Prints a Markdown report (the source of `bench/waf/RESULTS.md`).
+//! 4 KB form, JSON or XML body. Prints a Markdown report (the source of `bench/waf/RESULTS.md`).
 //!
 //! `cargo run --release -p rollgate-waf --example corpus -- /work/shared/corpora`
 
@@ -662,6 +662,25 @@ fn cost(waf: &Waf) {
         content_type: Some("application/json"),
         body: json.as_bytes(),
     };
+    let mut xml = String::from("<?xml version=\"1.0\"?><notes>");
+    k = 0;
+    while xml.len() < 4000 {
+        let text = TEXTS[k % TEXTS.len()]
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('\'', "&apos;");
+        xml.push_str(&format!("<note id=\"{k}\">{text}</note>"));
+        k += 1;
+    }
+    xml.push_str("</notes>");
+    let xml_req = RequestView {
+        method: "POST",
+        path: "/api/v1/notes",
+        query: None,
+        headers: &headers,
+        content_type: Some("application/xml"),
+        body: xml.as_bytes(),
+    };
     // Distinct User-Agent and Referer values for every request: the per-thread memo of clean
     // header values never hits, so this is the cost of a client seen for the first time.
     let fresh: Vec<(String, String)> = (0..20_000)
@@ -713,6 +732,11 @@ fn cost(waf: &Waf) {
         (
             "4 KB JSON body (prose values) + same headers",
             &json_req,
+            1_000,
+        ),
+        (
+            "4 KB XML body (prose text, escaped) + same headers",
+            &xml_req,
             1_000,
         ),
     ] {
