@@ -635,14 +635,19 @@ fn cost(waf: &Waf) {
         k += 1;
     }
     form.truncate(4096);
-    let form_req = RequestView {
+    let post = |path, content_type, body| RequestView {
         method: "POST",
-        path: "/contact",
+        path,
         query: None,
         headers: &headers,
-        content_type: Some("application/x-www-form-urlencoded"),
-        body: form.as_bytes(),
+        content_type: Some(content_type),
+        body,
     };
+    let form_req = post(
+        "/contact",
+        "application/x-www-form-urlencoded",
+        form.as_bytes(),
+    );
     let mut json = String::from("{");
     k = 0;
     while json.len() < 4000 {
@@ -654,14 +659,7 @@ fn cost(waf: &Waf) {
         k += 1;
     }
     json.push_str("\"end\": true}");
-    let json_req = RequestView {
-        method: "POST",
-        path: "/api/v1/notes",
-        query: None,
-        headers: &headers,
-        content_type: Some("application/json"),
-        body: json.as_bytes(),
-    };
+    let json_req = post("/api/v1/notes", "application/json", json.as_bytes());
     let mut xml = String::from("<?xml version=\"1.0\"?><notes>");
     k = 0;
     while xml.len() < 4000 {
@@ -673,14 +671,7 @@ fn cost(waf: &Waf) {
         k += 1;
     }
     xml.push_str("</notes>");
-    let xml_req = RequestView {
-        method: "POST",
-        path: "/api/v1/notes",
-        query: None,
-        headers: &headers,
-        content_type: Some("application/xml"),
-        body: xml.as_bytes(),
-    };
+    let xml_req = post("/api/v1/notes", "application/xml", xml.as_bytes());
     // Distinct User-Agent and Referer values for every request: the per-thread memo of clean
     // header values never hits, so this is the cost of a client seen for the first time.
     let fresh: Vec<(String, String)> = (0..20_000)

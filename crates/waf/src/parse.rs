@@ -198,9 +198,10 @@ const XML_NAME_PART: usize = 64;
 /// Walks an XML document (SOAP and other XML APIs): one field per run of text and per CDATA
 /// section (`xml:/order/item`), and per attribute value (`xml:/order/item/@sku`). Element and
 /// attribute names are not fields: XML's name grammar leaves no room for quotes, spaces or
-/// markup. Text is kept as written, entity references included (`&apos;`, `&#60;`), and decoded
-/// by [`crate::decode`] like every other value; the parser never reads a DTD, so entities a
-/// document declares are neither expanded nor fetched. Comments, processing instructions and
+/// markup. References are resolved as the application's parser would (`&apos;`, `&#60;`, the five
+/// predefined entities and character references; then [`crate::decode`] decodes the value like
+/// every other, as JSON escapes are resolved before it); the parser never reads a DTD, so
+/// entities a document declares are neither expanded nor fetched and stay as written. Comments, processing instructions and
 /// the DTD are not fields. The parser keeps no recursion (depth costs memory only for the names,
 /// which stop at [`XML_NAME_DEPTH`]). Returns `false` when the body is not well-formed XML with
 /// a root element (malformed, cut at the inspection limit, or not UTF-8).
@@ -257,7 +258,7 @@ pub(crate) fn xml(body: &[u8], out: &mut Vec<Field<'_>>) -> bool {
                     out.push(Field {
                         kind: Kind::Xml,
                         name: Cow::Owned(name.into_bytes()),
-                        value: Cow::Owned(attribute.value.into_owned().into_bytes()),
+                        value: Cow::Owned(xml_unescaped(&attribute.value).into_bytes()),
                     });
                 }
                 if empty {
@@ -270,11 +271,7 @@ pub(crate) fn xml(body: &[u8], out: &mut Vec<Field<'_>>) -> bool {
                 close_xml_element(opened, &mut path, &mut marks, &mut unnamed_depth);
             }
             Event::Text(t) => text.push_str(&t),
-            Event::GeneralRef(r) => {
-                text.push('&');
-                text.push_str(&r);
-                text.push(';');
-            }
+            Event::GeneralRef(r) => push_xml_reference(&mut text, &r),
             Event::CData(c) => {
                 flush(&mut text, &path, out);
                 let mut content = c.to_string();
@@ -302,6 +299,55 @@ fn close_xml_element(
     } else {
         *unnamed_depth = unnamed_depth.saturating_sub(1);
     }
+}
+
+/// Appends what the reference `&name;` stands for: a predefined entity or a character reference;
+/// any other entity (one a DTD would declare) as written.
+fn push_xml_reference(text: &mut String, name: &str) {
+    let resolved = match name {
+        "lt" => Some('<'),
+        "gt" => Some('>'),
+        "amp" => Some('&'),
+        "apos" => Some('\''),
+        "quot" => Some('"'),
+        _ => name.strip_prefix('#').and_then(|number| {
+            let code = match number.strip_prefix(['x', 'X']) {
+                Some(hex) => u32::from_str_radix(hex, 16).ok()?,
+                None => number.parse().ok()?,
+            };
+            char::from_u32(code)
+        }),
+    };
+    match resolved {
+        Some(c) => text.push(c),
+        None => {
+            text.push('&');
+            text.push_str(name);
+            text.push(';');
+        }
+    }
+}
+
+/// An attribute value with its references resolved ([`push_xml_reference`]).
+fn xml_unescaped(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(amp) = rest.find('&') {
+        out.push_str(&rest[..amp]);
+        let after = &rest[amp + 1..];
+        match after.find(';') {
+            Some(end) if end > 0 => {
+                push_xml_reference(&mut out, &after[..end]);
+                rest = &after[end + 1..];
+            }
+            _ => {
+                out.push('&');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// At most [`XML_NAME_PART`] bytes of a name, cut at a character boundary.
@@ -486,17 +532,32 @@ mod tests {
         assert_eq!(
             summary(&out),
             vec![
-                s("xml:/r/@a", "1 &amp; 2"),
+                s("xml:/r/@a", "1 & 2"),
                 s("xml:/r", "\n  before"),
-                s("xml:/r/b/@c", "&#60;x"),
-                // Entity references as written (the DTD's `x` is not expanded); a comment or
+                s("xml:/r/b/@c", "<x"),
+                // References resolved but the DTD's `x`, which is not expanded; a comment or
                 // processing instruction does not end a run (an application reading the text
                 // sees it joined, so a payload split by `<!-- -->` is joined here too);
                 // whitespace-only runs (between elements, in `<e>`) skipped.
-                s("xml:/r", "after &x; &lt;end&gt;\n  \n  "),
+                s("xml:/r", "after &x; <end>\n  \n  "),
                 s("xml:/r/d", "raw <cdata>"),
             ]
         );
+    }
+
+    #[test]
+    fn xml_references_resolve_like_a_parser_and_the_rest_stays() {
+        for (raw, expected) in [
+            ("&lt;&gt;&amp;&apos;&quot;", "<>&'\""),
+            ("&#60;&#x3C;&#X3c;", "<<<"),
+            (
+                "&custom; &#xFFFFFFFF; &#12a;",
+                "&custom; &#xFFFFFFFF; &#12a;",
+            ),
+            ("a & b &; &", "a & b &; &"),
+        ] {
+            assert_eq!(xml_unescaped(raw), expected, "{raw}");
+        }
     }
 
     #[test]
