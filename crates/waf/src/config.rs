@@ -49,7 +49,7 @@ pub struct WafConfig {
     pub rce: bool,
     /// Java attacks (deserialization, gadget classes, OGNL/EL, Spring4Shell). Default on.
     pub java: bool,
-    /// Body bytes inspected (form, JSON, multipart); `0` skips bodies. Default 64 KiB.
+    /// Body bytes inspected (form, JSON, XML, multipart); `0` skips bodies. Default 64 KiB.
     pub max_inspected_bytes: usize,
     /// Which headers SQLi/XSS/traversal look at. Default [`Paranoia::Normal`].
     pub paranoia: Paranoia,

@@ -78,7 +78,7 @@ pub enum CrsError {
 /// The kind of field a CRS rule targets, as CRS names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Target {
-    /// `ARGS`: query, form, JSON and multipart values.
+    /// `ARGS`: query, form, JSON, XML and multipart values.
     Args = 0,
     /// `ARGS_NAMES`: their names.
     ArgNames,

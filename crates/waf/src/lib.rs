@@ -196,7 +196,7 @@ fn signature_form<'f>(
     Some(form)
 }
 
-/// Detectors applied to arguments (query, form, JSON, multipart, cookies).
+/// Detectors applied to arguments (query, form, JSON, XML, multipart, cookies).
 const ARGS: u8 = bits(&[
     RuleId::Sqli,
     RuleId::Xss,
