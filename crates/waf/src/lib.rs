@@ -12,6 +12,7 @@
 //! |---|---|
 //! | URI path (decoded, and each segment) | SQLi, XSS, Log4Shell, RCE, Java per segment; traversal and scanner probe paths on the whole path |
 //! | query pairs, form bodies, JSON string values, multipart values, cookies — values and keys/names; XML bodies' text, CDATA and attribute values | SQLi, XSS, traversal, Log4Shell, shellshock, RCE, Java |
+//! | an XML body's document type declaration (`xml:!DOCTYPE`) | traversal (XXE naming a local file), RCE, Log4Shell, Java |
 //! | multipart file names (not file contents) | same, plus JSP uploads (Java) |
 //! | `User-Agent`, `Referer`, `X-Forwarded-For` | SQLi, XSS, Log4Shell, shellshock, RCE, Java; scanner agents (`User-Agent`) |
 //! | every other header value | Log4Shell, shellshock, Java (JSP uploads in `X-Filename`) (plus SQLi, XSS, traversal, RCE at [`Paranoia::Strict`]) |
@@ -220,6 +221,13 @@ const ATTACK_HEADERS: u8 = bits(&[
 const MEMOIZED: u8 = bits(&RuleId::ALL);
 /// Detectors applied to every other header value.
 const ANY_HEADER: u8 = bits(&[RuleId::Log4shell, RuleId::Shellshock, RuleId::Java]);
+/// Detectors applied to an XML body's document type declaration.
+const XML_DOCTYPE: u8 = bits(&[
+    RuleId::Traversal,
+    RuleId::Rce,
+    RuleId::Log4shell,
+    RuleId::Java,
+]);
 /// Detectors applied to each path segment.
 const PATH_SEGMENT: u8 = bits(&[
     RuleId::Sqli,
@@ -480,7 +488,14 @@ impl Waf {
                 fields.push(raw_body);
             } else {
                 for field in &fields {
-                    run.check(field, ARGS);
+                    if field.kind == Kind::XmlDoctype {
+                        // Declarations, not data: what matters there is what they point at
+                        // (XXE: `SYSTEM "file:///etc/passwd"`, `"expect://id"`), while markup
+                        // and quotes are their syntax.
+                        run.check_own(field, XML_DOCTYPE, 0);
+                    } else {
+                        run.check(field, ARGS);
+                    }
                 }
                 // What the values do not show: gadget classes as element names (XStream's
                 // `<java.lang.ProcessBuilder>`) and JNDI lookups in comments, which a Java
@@ -855,7 +870,7 @@ fn crs_target(field: &Field<'_>) -> Option<Target> {
         Kind::Cookie => Target::Cookies,
         Kind::CookieName => Target::CookieNames,
         Kind::Path => Target::Filename,
-        Kind::MultipartFilename => return None,
+        Kind::MultipartFilename | Kind::XmlDoctype => return None,
         Kind::Header => {
             let name = &*field.name;
             if name.eq_ignore_ascii_case(b"user-agent") {

@@ -24,6 +24,8 @@ pub(crate) enum Kind {
     Json,
     JsonKey,
     Xml,
+    /// An XML body's document type declaration.
+    XmlDoctype,
     Multipart,
     MultipartFilename,
     Cookie,
@@ -42,7 +44,7 @@ impl Kind {
             Kind::FormKey => "form-key",
             Kind::Json => "json",
             Kind::JsonKey => "json-key",
-            Kind::Xml => "xml",
+            Kind::Xml | Kind::XmlDoctype => "xml",
             Kind::Multipart => "multipart",
             Kind::MultipartFilename => "multipart-filename",
             Kind::Cookie => "cookie",
@@ -201,13 +203,15 @@ const XML_NAME_PART: usize = 64;
 /// Walks an XML document (SOAP and other XML APIs): one field per run of text and per CDATA
 /// section (`xml:/order/item`), and per attribute value (`xml:/order/item/@sku`). Element and
 /// attribute names are not fields: XML's name grammar leaves no room for quotes, spaces or
-/// markup. References are resolved as the application's parser would (`&apos;`, `&#60;`, the five
-/// predefined entities and character references; then [`crate::decode`] decodes the value like
-/// every other, as JSON escapes are resolved before it); the parser never reads a DTD, so
-/// entities a document declares are neither expanded nor fetched and stay as written. Comments, processing instructions and
-/// the DTD are not fields. The parser keeps no recursion (depth costs memory only for the names,
-/// which stop at [`XML_NAME_DEPTH`] elements or [`XML_NAME_BYTES`]). Returns `false` when the body is not well-formed XML with
-/// a root element (malformed, cut at the inspection limit, or not UTF-8).
+/// markup. The document type declaration is one more field (`xml:!DOCTYPE`), since the entities
+/// it declares name what a backend's parser would fetch (XXE). References are resolved as the
+/// application's parser would (`&apos;`, `&#60;`: the five predefined entities and character
+/// references; then [`crate::decode`] decodes the value like every other, as JSON escapes are
+/// resolved before it); the parser never reads the DTD, so entities a document declares are
+/// neither expanded nor fetched and stay as written. Comments and processing instructions are
+/// not fields. The parser keeps no recursion (depth costs memory only for the names, which stop
+/// at [`XML_NAME_DEPTH`] elements or [`XML_NAME_BYTES`]). Returns `false` when the body is not
+/// well-formed XML with a root element (malformed, cut at the inspection limit, or not UTF-8).
 pub(crate) fn xml(body: &[u8], out: &mut Vec<Field<'_>>) -> bool {
     use quick_xml::events::Event;
 
@@ -284,7 +288,14 @@ pub(crate) fn xml(body: &[u8], out: &mut Vec<Field<'_>>) -> bool {
                 let mut content = c.to_string();
                 flush(&mut content, &path, out);
             }
-            Event::Comment(_) | Event::Decl(_) | Event::PI(_) | Event::DocType(_) => {}
+            // The DTD is never read, but a backend's parser may: its declarations are where an
+            // XXE attack names what to fetch (`<!ENTITY x SYSTEM "file:///etc/passwd">`).
+            Event::DocType(dtd) => out.push(Field {
+                kind: Kind::XmlDoctype,
+                name: Cow::Borrowed(b"!DOCTYPE"),
+                value: Cow::Owned(dtd.to_string().into_bytes()),
+            }),
+            Event::Comment(_) | Event::Decl(_) | Event::PI(_) => {}
             Event::Eof => {
                 // Unclosed elements at the end: the document was cut (or never finished).
                 return root_seen && marks.is_empty() && unnamed_depth == 0;
@@ -539,6 +550,10 @@ mod tests {
         assert_eq!(
             summary(&out),
             vec![
+                s(
+                    "xml:!DOCTYPE",
+                    "r [<!ENTITY x SYSTEM \"file:///etc/passwd\">]"
+                ),
                 s("xml:/r/@a", "1 & 2"),
                 s("xml:/r", "\n  before"),
                 s("xml:/r/b/@c", "<x"),

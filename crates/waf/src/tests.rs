@@ -1306,3 +1306,29 @@ fn per_request_header_values_are_not_remembered() {
     assert_eq!(memo::known_clean(Class::Header, id), 0);
     assert_ne!(memo::known_clean(Class::Header, agent), 0);
 }
+
+#[test]
+fn xxe_declarations_naming_local_files_are_traversal_and_plain_doctypes_pass() {
+    for dtd in [
+        r#"<!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]>"#,
+        r#"<!DOCTYPE r [<!ENTITY x SYSTEM "file:///c:/windows/win.ini">]>"#,
+        r#"<!DOCTYPE r [<!ENTITY x SYSTEM "../../../../etc/shadow">]>"#,
+    ] {
+        let findings = post("application/xml", format!("{dtd}<r>&x;</r>").as_bytes());
+        assert_eq!(
+            rules_and_fields(&findings),
+            vec![(RuleId::Traversal, "xml:!DOCTYPE")],
+            "{dtd}"
+        );
+    }
+    // Markup and quotes are a declaration's syntax, not an injection: no SQLi, XSS or CRS rule
+    // reads it.
+    for dtd in [
+        r#"<!DOCTYPE note SYSTEM "note.dtd">"#,
+        r#"<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//EN" "http://www.w3.org/TR/xhtml1/DTD/xhtml1-strict.dtd">"#,
+        r#"<!DOCTYPE r [<!ELEMENT r (#PCDATA)><!ATTLIST r id CDATA #IMPLIED><!ENTITY company "Example & Co">]>"#,
+    ] {
+        let findings = post("application/xml", format!("{dtd}<r>text</r>").as_bytes());
+        assert!(findings.is_empty(), "{dtd}: {findings:?}");
+    }
+}
