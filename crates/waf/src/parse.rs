@@ -243,10 +243,11 @@ pub(crate) fn xml(body: &[u8], out: &mut Vec<Field<'_>>) -> bool {
         let empty = matches!(event, Event::Empty(_));
         match event {
             Event::Start(element) | Event::Empty(element) => {
-                flush(&mut text, &path, out);
-                if root_seen && marks.is_empty() && unnamed_depth == 0 {
-                    return false; // a second root element
+                let outside_root = marks.is_empty() && unnamed_depth == 0;
+                if outside_root && (root_seen || !text.trim_ascii().is_empty()) {
+                    return false; // a second root element, or text before the first
                 }
+                flush(&mut text, &path, out);
                 root_seen = true;
                 let name = truncate_name(element.name().0);
                 let opened = if marks.len() < XML_NAME_DEPTH
@@ -297,8 +298,12 @@ pub(crate) fn xml(body: &[u8], out: &mut Vec<Field<'_>>) -> bool {
             }),
             Event::Comment(_) | Event::Decl(_) | Event::PI(_) => {}
             Event::Eof => {
-                // Unclosed elements at the end: the document was cut (or never finished).
-                return root_seen && marks.is_empty() && unnamed_depth == 0;
+                // Unclosed elements at the end: the document was cut (or never finished). Text
+                // after the root element is not XML either, and would otherwise go unread.
+                return root_seen
+                    && marks.is_empty()
+                    && unnamed_depth == 0
+                    && text.trim_ascii().is_empty();
             }
         }
     }
@@ -346,6 +351,9 @@ fn push_xml_reference(text: &mut String, name: &str) {
     }
 }
 
+/// The longest reference name looked for (`#x10FFFF` is 8 bytes; entity names are free-form).
+const XML_REFERENCE_MAX: usize = 64;
+
 /// An attribute value with its references resolved ([`push_xml_reference`]).
 fn xml_unescaped(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len());
@@ -353,7 +361,10 @@ fn xml_unescaped(raw: &str) -> String {
     while let Some(amp) = rest.find('&') {
         out.push_str(&rest[..amp]);
         let after = &rest[amp + 1..];
-        match after.find(';') {
+        // A reference is short; looking further for its `;` would make a value of many bare
+        // `&` quadratic.
+        let window = &after.as_bytes()[..after.len().min(XML_REFERENCE_MAX)];
+        match window.iter().position(|&b| b == b';') {
             Some(end) if end > 0 => {
                 push_xml_reference(&mut out, &after[..end]);
                 rest = &after[end + 1..];
@@ -605,6 +616,11 @@ mod tests {
         ] {
             assert_eq!(xml_unescaped(raw), expected, "{raw}");
         }
+        // Bare ampersands by the thousand, and a `;` too far away to end a reference.
+        let bare = "&".repeat(50_000);
+        assert_eq!(xml_unescaped(&bare), bare);
+        let far = format!("&{};&lt;", "n".repeat(100));
+        assert_eq!(xml_unescaped(&far), format!("&{};<", "n".repeat(100)));
     }
 
     #[test]
@@ -616,6 +632,8 @@ mod tests {
             b"<a></b>",
             b"<a/><b/>",
             b"<a x='1' x='2'/>",
+            b"<a/>1' OR '1'='1",
+            b"1' OR '1'='1<a/>",
             b"<a x=1/>",
             b"<a>\xff</a>",
         ] {
