@@ -604,6 +604,52 @@ mod tests {
     }
 
     #[test]
+    fn xml_pieces_in_any_order_never_panic() {
+        let parts: [&[u8]; 24] = [
+            b"<a>",
+            b"</a>",
+            b"<b x='1' y=\"&lt;\">",
+            b"</b>",
+            b"<c/>",
+            b"&lt;",
+            b"&#x41;",
+            b"&#99999999;",
+            b"&",
+            b";",
+            b"<![CDATA[",
+            b"]]>",
+            b"<!--",
+            b"-->",
+            b"<!DOCTYPE r [<!ENTITY e SYSTEM 'file:///etc/passwd'>]>",
+            b"text",
+            b"'",
+            b"\"",
+            b"<?pi x?>",
+            b"\xff",
+            b"=",
+            b" ",
+            b"<\xc3\xa9>",
+            b"</\xc3\xa9>",
+        ];
+        let mut next = crate::xorshift(0x9e37_79b9_7f4a_7c15);
+        let mut well_formed = 0;
+        for _ in 0..20_000 {
+            let mut body = Vec::new();
+            for _ in 0..next() % 24 {
+                body.extend_from_slice(parts[(next() % 24) as usize]);
+            }
+            let mut out = Vec::new();
+            well_formed += usize::from(xml(&body, &mut out));
+            assert!(
+                out.iter()
+                    .all(|f| f.name.len() <= XML_NAME_BYTES + 2 + XML_NAME_PART)
+            );
+        }
+        // Both outcomes occur.
+        assert!(well_formed > 20, "{well_formed}");
+    }
+
+    #[test]
     fn xml_references_resolve_like_a_parser_and_the_rest_stays() {
         for (raw, expected) in [
             ("&lt;&gt;&amp;&apos;&quot;", "<>&'\""),
