@@ -2,8 +2,9 @@
 -- route with `auth = "signature"` must (docs/edge.md, "HMAC signatures"), for
 -- bench/waf/side_by_side.sh's signed throughput pass (`throughput.sh -s bench/waf/signed.lua`).
 --
--- Every request is GET /api/users?id=<n>&nonce=<thread>.<start>.<counter>: a nonce in the query makes
--- every canonical request, and so every signature, new (the gateway accepts a signature once).
+-- Every request is GET /api/users?id=<n>&nonce=<thread>.<start>.<counter>: a nonce in the
+-- query makes every canonical request, and so every signature, new (the gateway accepts a
+-- signature once).
 -- X-Timestamp is the current Unix time, X-Signature `keyId=<id>,signature=<hex HMAC-SHA256>` over
 --   GET \n /api/users \n id=<n>&nonce=<…> \n <timestamp> \n <SHA-256 of the empty body>
 -- The HMAC is OpenSSL's, called through LuaJIT's FFI from the libcrypto wrk is linked with, so
