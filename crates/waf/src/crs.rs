@@ -100,6 +100,11 @@ pub(crate) enum Target {
 
 const TARGETS: usize = 9;
 
+/// Values of at most this many ASCII digits match no vendored rule, whatever the target
+/// (checked on the rules' automata by a test); the scan skips them. Ten digits can match:
+/// 942220's integer-overflow numbers.
+const DIGITS_NEVER_MATCH: usize = 9;
+
 impl Target {
     fn bit(self) -> u16 {
         1 << (self as u16)
@@ -365,6 +370,11 @@ impl CrsRules {
     pub(crate) fn scan(&self, target: Target, value: &[u8], plain_path: bool, out: &mut Vec<Hit>) {
         let t = target as usize;
         if self.all[t].is_none() || value.is_empty() {
+            return;
+        }
+        // Ids, counts, page numbers: no rule matches them (`no_rule_matches_a_short_value_of_digits`
+        // walks every rule's automaton to show it).
+        if value.len() <= DIGITS_NEVER_MATCH && value.iter().all(u8::is_ascii_digit) {
             return;
         }
         let triggers = transform::triggers(value) & self.all_triggers;
@@ -693,8 +703,9 @@ mod tests {
         assert!(rule_ids(Paranoia::Normal).len() < rule_ids(Paranoia::Strict).len());
     }
 
-    /// Values of digits alone are scanned like any other: 942220 matches the integer-overflow
-    /// numbers skipfish sends (a shortcut that skipped them lost CRS test 942220 #1.1).
+    /// Values of ten digits or more are scanned like any other: 942220 matches the
+    /// integer-overflow numbers skipfish sends (a shortcut that skipped all digit values lost
+    /// CRS test 942220 #1.1); shorter ones are skipped (`no_rule_matches_a_short_value_of_digits`).
     #[test]
     fn digits_alone_can_be_an_attack() {
         let normal = match rules(Paranoia::Normal) {
@@ -708,6 +719,57 @@ mod tests {
             );
         }
         assert_eq!(hits(normal, Target::Args, "42"), Vec::<u32>::new());
+    }
+
+    /// Why [`CrsRules::scan`] may skip values of at most [`DIGITS_NEVER_MATCH`] ASCII digits: no
+    /// rule's regex matches any of them. Shown on each rule's automaton rather than by trying
+    /// values (there are 1.1 billion): from the unanchored start state, every state reachable
+    /// by up to that many digits is visited, and none may be or lead at the end of the value
+    /// to a match. The transformations cannot change such a value (they decode `%`, `&`, `\`
+    /// forms, drop NULs, comments and whitespace, lower-case), so the raw digits are what each
+    /// rule sees. 942220's overflow numbers (`4294967295`, …) have ten digits.
+    #[test]
+    fn no_rule_matches_a_short_value_of_digits() {
+        use regex_automata::Input;
+        use regex_automata::hybrid::dfa::DFA;
+        use regex_automata::util::syntax;
+
+        for rule in &strict().rules {
+            let dfa = DFA::builder()
+                .syntax(syntax::Config::new().unicode(false).utf8(false))
+                .thompson(regex_automata::nfa::thompson::Config::new().utf8(false))
+                .build(rule.regex.as_str())
+                .unwrap_or_else(|e| panic!("{}: {e}", rule.id));
+            let mut cache = dfa.create_cache();
+            let start = dfa
+                .start_state_forward(&mut cache, &Input::new(&b"0"[..]))
+                .unwrap_or_else(|e| panic!("{}: {e}", rule.id));
+            let mut frontier = vec![start];
+            for depth in 1..=DIGITS_NEVER_MATCH {
+                let mut next = Vec::new();
+                for &state in &frontier {
+                    for digit in b'0'..=b'9' {
+                        let to = dfa
+                            .next_state(&mut cache, state, digit)
+                            .unwrap_or_else(|e| panic!("{}: {e}", rule.id));
+                        // A match state is reported one byte late, so this is a match of the
+                        // digits before `digit`.
+                        assert!(!to.is_match() && !to.is_quit(), "{} at {depth}", rule.id);
+                        if to.is_dead() || next.contains(&to) {
+                            continue;
+                        }
+                        let end = dfa
+                            .next_eoi_state(&mut cache, to)
+                            .unwrap_or_else(|e| panic!("{}: {e}", rule.id));
+                        assert!(!end.is_match(), "rule {} matches {depth} digits", rule.id);
+                        next.push(to);
+                    }
+                }
+                frontier = next;
+            }
+        }
+        // The walk does find what matches: 942220's ten digits.
+        assert!(hits(strict(), Target::Args, "4294967295").contains(&942220));
     }
 
     fn hits(rules: &CrsRules, target: Target, value: &str) -> Vec<u32> {
