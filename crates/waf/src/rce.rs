@@ -345,6 +345,10 @@ fn normalize(value: &[u8]) -> Vec<u8> {
         .filter(|&&b| !matches!(b, b'\'' | b'"' | b'\\' | b'^'))
         .map(u8::to_ascii_lowercase)
         .collect();
+    // Only `$` forms are rewritten below: most values (prose among them) have none.
+    if memchr::memchr(b'$', &lower).is_none() {
+        return lower;
+    }
     let mut out = Vec::with_capacity(lower.len());
     let mut i = 0;
     while i < lower.len() {
