@@ -474,6 +474,8 @@ impl Waf {
             value: Cow::Borrowed(body),
         };
         let mut fields = Vec::new();
+        // A parsed XML body, read whole once more after its values (below).
+        let mut xml_body = None;
         if essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
             parse::pairs(body, Kind::Form, Kind::FormKey, &mut fields);
         } else if is_json(essence) {
@@ -483,35 +485,11 @@ impl Waf {
                 fields.push(raw_body);
             }
         } else if is_xml(essence) {
-            if !parse::xml(body, &mut fields) {
+            if parse::xml(body, &mut fields) {
+                xml_body = Some(raw_body);
+            } else {
                 // Malformed, cut at the inspection limit or not UTF-8: inspected whole, as JSON.
                 fields.push(raw_body);
-            } else {
-                for field in &fields {
-                    if field.kind == Kind::XmlDoctype {
-                        // Declarations, not data: what matters there is what they point at
-                        // (XXE: `SYSTEM "file:///etc/passwd"`, `"expect://id"`), while markup
-                        // and quotes are their syntax.
-                        run.check_own(field, XML_DOCTYPE, 0);
-                    } else {
-                        run.check(field, ARGS);
-                    }
-                }
-                // What the values do not show: gadget classes as element names (XStream's
-                // `<java.lang.ProcessBuilder>`) and JNDI lookups in comments, which a Java
-                // backend may still deserialize or log. Checked on the whole body, as for
-                // bodies of other types, unless a value already reported them.
-                let reported = |rule: RuleId| run.findings.iter().any(|f| f.rule == rule);
-                let mut whole = 0;
-                for rule in [RuleId::Log4shell, RuleId::Java] {
-                    if !reported(rule) {
-                        whole |= rule.bit();
-                    }
-                }
-                if whole != 0 {
-                    run.check_own(&raw_body, whole, 0);
-                }
-                return;
             }
         } else if essence.eq_ignore_ascii_case("multipart/form-data") {
             match parse::multipart_boundary(content_type) {
@@ -526,7 +504,28 @@ impl Waf {
             return;
         }
         for field in &fields {
-            run.check(field, ARGS);
+            // An XML document type declaration is declarations, not data: what matters there
+            // is what they point at (XXE: `SYSTEM "file:///etc/passwd"`, `"expect://id"`),
+            // while markup and quotes are their syntax.
+            let mask = if field.kind == Kind::XmlDoctype {
+                XML_DOCTYPE
+            } else {
+                ARGS
+            };
+            run.check(field, mask);
+        }
+        if let Some(xml_body) = xml_body {
+            // What the values do not show: gadget classes as element names (XStream's
+            // `<java.lang.ProcessBuilder>`) and JNDI lookups in comments, which a Java backend
+            // may still deserialize or log. Checked on the whole body, as for bodies of other
+            // types, unless a value already reported them.
+            let whole = [RuleId::Log4shell, RuleId::Java]
+                .into_iter()
+                .filter(|&rule| !run.findings.iter().any(|f| f.rule == rule))
+                .fold(0, |mask, rule| mask | rule.bit());
+            if whole != 0 {
+                run.check_own(&xml_body, whole, 0);
+            }
         }
     }
 }
@@ -535,16 +534,18 @@ impl Waf {
 fn is_xml(essence: &str) -> bool {
     essence.eq_ignore_ascii_case("application/xml")
         || essence.eq_ignore_ascii_case("text/xml")
-        || essence
-            .get(essence.len().saturating_sub(4)..)
-            .is_some_and(|s| s.eq_ignore_ascii_case("+xml"))
+        || has_suffix(essence, "+xml")
 }
 
 fn is_json(essence: &str) -> bool {
-    essence.eq_ignore_ascii_case("application/json")
-        || essence
-            .get(essence.len().saturating_sub(5)..)
-            .is_some_and(|s| s.eq_ignore_ascii_case("+json"))
+    essence.eq_ignore_ascii_case("application/json") || has_suffix(essence, "+json")
+}
+
+/// A structured-syntax suffix (`application/soap+xml`, `application/problem+json`), in any case.
+fn has_suffix(essence: &str, suffix: &str) -> bool {
+    essence
+        .get(essence.len().saturating_sub(suffix.len())..)
+        .is_some_and(|s| s.eq_ignore_ascii_case(suffix))
 }
 
 /// How [`Run::check`] remembers `field` when it is one of the values that repeat across
