@@ -96,20 +96,16 @@ pub fn percent_decode_once(input: &[u8], plus: Plus) -> Option<Vec<u8>> {
     let mut i = first;
     while i < input.len() {
         let b = input[i];
-        if b != b'%' && b != b'+' {
-            let end = next_special(i);
-            out.extend_from_slice(&input[i..end]);
-            i = end;
-            continue;
-        }
         if b == b'+' && plus == Plus::Space {
             out.push(b' ');
             i += 1;
             continue;
         }
         if b != b'%' {
-            out.push(b);
-            i += 1;
+            // A run up to the next `%` (or `+`); `b` is neither, so the run is not empty.
+            let end = next_special(i);
+            out.extend_from_slice(&input[i..end]);
+            i = end;
             continue;
         }
         if let (Some(h), Some(l)) = (hex_at(input, i + 1), hex_at(input, i + 2)) {
