@@ -234,6 +234,21 @@ pub fn verify(secret: &[u8], canonical: &str, signature: &[u8]) -> bool {
     }
 }
 
+/// The `X-Signature` value a client sends with `X-Timestamp: <timestamp>`: [`signature_header`]
+/// of the HMAC ([`sign`]) under `secret` of the request's [`canonical_request`].
+pub fn signature_for(
+    key_id: &str,
+    secret: &[u8],
+    method: &str,
+    path: &str,
+    query: Option<&str>,
+    timestamp: &str,
+    body: &[u8],
+) -> String {
+    let canonical = canonical_request(method, path, query, timestamp, body);
+    signature_header(key_id, &sign(secret, &canonical))
+}
+
 /// The `X-Signature` value: `keyId=<id>,signature=<lowercase hex>`.
 pub fn signature_header(key_id: &str, signature: &[u8; 32]) -> String {
     format!("keyId={key_id},signature={}", hex::encode(signature))

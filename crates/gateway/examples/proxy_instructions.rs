@@ -154,13 +154,18 @@ rate_limit = {{ requests = 1000000, per = "1s" }}
                 .expect("clock after 1970")
                 .as_secs()
                 .to_string();
-            let canonical =
-                signing::canonical_request("GET", "/api/users", Some(&query), &timestamp, b"");
-            let signature = signing::sign(KEY_SECRET.as_bytes(), &canonical);
-            request = request.header(signing::TIMESTAMP_HEADER, timestamp).header(
-                signing::SIGNATURE_HEADER,
-                signing::signature_header("bench", &signature),
+            let signature = signing::signature_for(
+                "bench",
+                KEY_SECRET.as_bytes(),
+                "GET",
+                "/api/users",
+                Some(&query),
+                &timestamp,
+                b"",
             );
+            request = request
+                .header(signing::TIMESTAMP_HEADER, timestamp)
+                .header(signing::SIGNATURE_HEADER, signature);
         } else {
             request = request.header("x-api-key", format!("rg_bench_{KEY_SECRET}"));
         }

@@ -488,7 +488,6 @@ impl ReplayState {
 mod tests {
     use http::HeaderValue;
     use rollgate_core::config::edge::{KeyUse, RateLimitConfig};
-    use rollgate_core::signing::signature_header;
 
     use super::*;
     use crate::keys::{KeyMaterial, StaticKeys};
@@ -566,13 +565,20 @@ mod tests {
         ts: u64,
         body: &[u8],
     ) -> HeaderMap {
-        let canonical = canonical_request(method, path, query, &ts.to_string(), body);
-        let sig = signing::sign(SECRET.as_bytes(), &canonical);
+        let signature = signing::signature_for(
+            key,
+            SECRET.as_bytes(),
+            method,
+            path,
+            query,
+            &ts.to_string(),
+            body,
+        );
         let mut h = HeaderMap::new();
         h.insert(TIMESTAMP_HEADER, HeaderValue::from(ts));
         h.insert(
             SIGNATURE_HEADER,
-            HeaderValue::from_str(&signature_header(key, &sig)).expect("header"),
+            HeaderValue::from_str(&signature).expect("header"),
         );
         h
     }

@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::StatusCode;
-use rollgate_core::signing::{canonical_request, sign, signature_header};
+use rollgate_core::signing::signature_for;
 use rollgate_gateway::EdgeCounts;
 use support::{Answer, TestClient, TestGateway, TestUpstream, mmdb};
 
@@ -44,14 +44,19 @@ fn signed(
         Some((p, q)) => (p, Some(q)),
         None => (path_and_query, None),
     };
-    let canonical = canonical_request(method, path, query, &ts.to_string(), body.as_bytes());
-    let signature = sign(secret.as_bytes(), &canonical);
+    let ts = ts.to_string();
+    let signature = signature_for(
+        key_id,
+        secret.as_bytes(),
+        method,
+        path,
+        query,
+        &ts,
+        body.as_bytes(),
+    );
     vec![
-        ("x-timestamp".to_owned(), ts.to_string()),
-        (
-            "x-signature".to_owned(),
-            signature_header(key_id, &signature),
-        ),
+        ("x-timestamp".to_owned(), ts),
+        ("x-signature".to_owned(), signature),
     ]
 }
 

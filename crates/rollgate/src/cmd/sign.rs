@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use rollgate_core::signing::{canonical_request, sign, signature_header, valid_key_id};
+use rollgate_core::signing::{signature_for, valid_key_id};
 
 /// Arguments of `rollgate sign`.
 #[derive(clap::Args, Debug)]
@@ -85,9 +85,16 @@ pub fn signed_headers(
         anyhow::bail!("expected a full URL like http://127.0.0.1:8443/api/users, got {url}");
     }
     let timestamp = now.to_string();
-    let canonical = canonical_request(method, uri.path(), uri.query(), &timestamp, body);
-    let signature = sign(secret.as_bytes(), &canonical);
-    Ok((timestamp, signature_header(key_id, &signature)))
+    let signature = signature_for(
+        key_id,
+        secret.as_bytes(),
+        method,
+        uri.path(),
+        uri.query(),
+        &timestamp,
+        body,
+    );
+    Ok((timestamp, signature))
 }
 
 /// Single-quotes `s` for a POSIX shell.
