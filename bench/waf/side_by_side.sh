@@ -326,37 +326,44 @@ for k, v in c.most_common():
 EOF
 
 # --- 5. throughput ----------------------------------------------------------------------------
+# One pass of bench/waf/throughput.sh with this run's wrk settings, the same X-API-Key for every
+# target (only rollgate-full checks it), nginx-plain-logged as the second reference and the CPU
+# of each target's proxy processes (the peer's nginx workers, or the serve process); raw output
+# in $WORK/NAME, its table copied to $OUT/side-by-side-NAME.md.
+throughput_pass() { # NAME [throughput.sh options] LABEL=URL...
+    local name=$1 arg
+    shift
+    local args=(-t "$THREADS" -c "$CONNS" -d "$DURATION" -r "$ROUNDS" -o "$WORK/$name"
+        -H "X-API-Key: rg_bench_$SBS_API_KEY" -b nginx-plain-logged)
+    for arg in "$@"; do
+        case $arg in
+        nginx-*=http*) args+=(-P "${arg%%=*}=$NGINX_WORKERS") ;;
+        rollgate-*=http*) args+=(-P "${arg%%=*}=$SERVE_PID") ;;
+        esac
+    done
+    "$HERE/throughput.sh" "${args[@]}" "$@" >"$WORK/$name.stdout" 2>"$WORK/$name.stderr" || {
+        cat "$WORK/$name.stderr" >&2
+        exit 1
+    }
+    cp "$WORK/$name/throughput.md" "$OUT/side-by-side-$name.md"
+}
+
 log "throughput.sh ($ROUNDS interleaved rounds, wrk -t$THREADS -c$CONNS -d$DURATION)"
 THR_T0=$(date -u +%H:%M:%S)
-# Every target gets the same request, X-API-Key included (only rollgate-full checks it).
-"$HERE/throughput.sh" -t "$THREADS" -c "$CONNS" -d "$DURATION" -r "$ROUNDS" -o "$WORK/throughput" \
-    -H "X-API-Key: rg_bench_$SBS_API_KEY" -b nginx-plain-logged \
-    -P "nginx-plain=$NGINX_WORKERS" -P "nginx-plain-logged=$NGINX_WORKERS" -P "rollgate-plain=$SERVE_PID" \
-    -P "rollgate-edge=$SERVE_PID" -P "rollgate-full=$SERVE_PID" -P "nginx-modsec-crs=$NGINX_WORKERS" \
+throughput_pass throughput \
     "nginx-plain=$NGINX_PLAIN" "nginx-plain-logged=$NGINX_LOGGED" "rollgate-plain=$RG_PLAIN" "rollgate-edge=$RG_EDGE" \
-    "rollgate-full=$RG_FULL" "nginx-modsec-crs=$NGINX_MODSEC" >"$WORK/throughput.stdout" 2>"$WORK/throughput.stderr" || {
-    cat "$WORK/throughput.stderr" >&2
-    exit 1
-}
+    "rollgate-full=$RG_FULL" "nginx-modsec-crs=$NGINX_MODSEC"
 THR_T1=$(date -u +%H:%M:%S)
-cp "$WORK/throughput/throughput.md" "$OUT/side-by-side-throughput.md"
 
 # 5b. The same against requests that all differ (bench/waf/varied.lua: new query values on every
 # request, 24 browser User-Agents in turn), where the WAF's memo helps least. ModSecurity is
 # left out: it would only add minutes at 1k req/s.
 log "throughput.sh, varied requests ($ROUNDS interleaved rounds)"
 VAR_T0=$(date -u +%H:%M:%S)
-"$HERE/throughput.sh" -t "$THREADS" -c "$CONNS" -d "$DURATION" -r "$ROUNDS" -o "$WORK/throughput-varied" \
-    -s "$HERE/varied.lua" -H "X-API-Key: rg_bench_$SBS_API_KEY" -b nginx-plain-logged \
-    -P "nginx-plain=$NGINX_WORKERS" -P "nginx-plain-logged=$NGINX_WORKERS" -P "rollgate-plain=$SERVE_PID" \
-    -P "rollgate-edge=$SERVE_PID" -P "rollgate-full=$SERVE_PID" \
+throughput_pass throughput-varied -s "$HERE/varied.lua" \
     "nginx-plain=$NGINX_PLAIN" "nginx-plain-logged=$NGINX_LOGGED" "rollgate-plain=$RG_PLAIN" "rollgate-edge=$RG_EDGE" \
-    "rollgate-full=$RG_FULL" >"$WORK/throughput-varied.stdout" 2>"$WORK/throughput-varied.stderr" || {
-    cat "$WORK/throughput-varied.stderr" >&2
-    exit 1
-}
+    "rollgate-full=$RG_FULL"
 VAR_T1=$(date -u +%H:%M:%S)
-cp "$WORK/throughput-varied/throughput.md" "$OUT/side-by-side-throughput-varied.md"
 
 # 5c. Signed requests (bench/waf/signed.lua: every request newly signed with HMAC-SHA256, a new
 # nonce in its query) against the plain nginx, rollgate-full (API key; it ignores the signature
@@ -364,17 +371,10 @@ cp "$WORK/throughput-varied/throughput.md" "$OUT/side-by-side-throughput-varied.
 # instead of the key). The same script for every target, so the client's signing costs all alike.
 log "throughput.sh, signed requests ($ROUNDS interleaved rounds)"
 SIG_T0=$(date -u +%H:%M:%S)
-"$HERE/throughput.sh" -t "$THREADS" -c "$CONNS" -d "$DURATION" -r "$ROUNDS" -o "$WORK/throughput-signed" \
-    -s "$HERE/signed.lua" -H "X-API-Key: rg_bench_$SBS_API_KEY" -b nginx-plain-logged \
-    -P "nginx-plain=$NGINX_WORKERS" -P "nginx-plain-logged=$NGINX_WORKERS" -P "rollgate-full=$SERVE_PID" \
-    -P "rollgate-signed=$SERVE_PID" \
+throughput_pass throughput-signed -s "$HERE/signed.lua" \
     "nginx-plain=$NGINX_PLAIN" "nginx-plain-logged=$NGINX_LOGGED" "rollgate-full=$RG_FULL" \
-    "rollgate-signed=$RG_SIGNED" >"$WORK/throughput-signed.stdout" 2>"$WORK/throughput-signed.stderr" || {
-    cat "$WORK/throughput-signed.stderr" >&2
-    exit 1
-}
+    "rollgate-signed=$RG_SIGNED"
 SIG_T1=$(date -u +%H:%M:%S)
-cp "$WORK/throughput-signed/throughput.md" "$OUT/side-by-side-throughput-signed.md"
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- 6. the report ----------------------------------------------------------------------------
