@@ -406,18 +406,11 @@ fn malformed_or_cut_xml_is_inspected_whole() {
 
 #[test]
 fn deeply_nested_xml_keeps_short_names() {
-    let mut body = String::new();
-    for _ in 0..5_000 {
-        body.push_str("<a>");
-    }
-    body.push_str("<script>alert(1)</script>");
-    body = body.replace(
-        "<script>alert(1)</script>",
-        "&lt;script&gt;alert(1)&lt;/script&gt;",
+    let body = format!(
+        "{}&lt;script&gt;alert(1)&lt;/script&gt;{}",
+        "<a>".repeat(5_000),
+        "</a>".repeat(5_000)
     );
-    for _ in 0..5_000 {
-        body.push_str("</a>");
-    }
     let findings = post("application/xml", body.as_bytes());
     let xss: Vec<_> = findings.iter().filter(|f| f.rule == RuleId::Xss).collect();
     assert!(!xss.is_empty(), "{findings:?}");
