@@ -64,7 +64,7 @@ for mode in ${MODES:-plain edge full signed}; do
         echo
         echo '```'
         callgrind_annotate --inclusive=yes --threshold=99 "$gw_file" 2>/dev/null \
-            | grep -E '^ *[0-9,]+ \(' | grep -v '=>' | head -"$TOP" | cut -c1-160
+            | grep -E '^ *[0-9,]+ \(' | grep -v '=>' | sed -n "1,${TOP}p" | cut -c1-160
         echo '```'
         echo
     fi

@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use governor::{DefaultKeyedRateLimiter, RateLimiter};
-use http::{HeaderMap, HeaderName};
 use rollgate_core::config::edge::{AuthConfig, AuthRequirement, AuthRoute, EdgeMode};
 use rollgate_core::signing::{
     self, API_KEY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, api_key_id, api_key_sha256,
@@ -25,10 +24,64 @@ use subtle::ConstantTimeEq;
 use crate::edge::{EdgeError, EdgeRule, check_keyed, quota};
 use crate::keys::KeySource;
 
-// The auth headers as parsed names: a lookup by `&str` validates and lower-cases it first.
-const API_KEY: HeaderName = HeaderName::from_static(API_KEY_HEADER);
-const SIGNATURE: HeaderName = HeaderName::from_static(SIGNATURE_HEADER);
-const TIMESTAMP: HeaderName = HeaderName::from_static(TIMESTAMP_HEADER);
+/// The credentials a request presents: its `X-API-Key`, `X-Signature` and `X-Timestamp`
+/// header fields, read in one pass over its fields.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Credentials<'a> {
+    api_key: Credential<'a>,
+    signature: Credential<'a>,
+    timestamp: Credential<'a>,
+}
+
+/// One credential field: sent twice or not as text, it is there but cannot be valid.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Credential<'a> {
+    #[default]
+    Absent,
+    One(&'a str),
+    Invalid,
+}
+
+impl<'a> Credential<'a> {
+    fn add(&mut self, value: &'a [u8]) {
+        *self = match (*self, crate::head::field_text(value)) {
+            (Credential::Absent, Some(text)) => Credential::One(text),
+            _ => Credential::Invalid,
+        };
+    }
+
+    fn present(self) -> bool {
+        self != Credential::Absent
+    }
+
+    fn single(self) -> Option<&'a str> {
+        match self {
+            Credential::One(text) => Some(text),
+            Credential::Absent | Credential::Invalid => None,
+        }
+    }
+}
+
+impl<'a> Credentials<'a> {
+    /// Picks the credentials out of a request's header fields, given as (name, value); names
+    /// are compared ignoring case.
+    pub fn from_fields(fields: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Self {
+        let mut credentials = Credentials::default();
+        for (name, value) in fields {
+            let slot = if name.eq_ignore_ascii_case(API_KEY_HEADER) {
+                &mut credentials.api_key
+            } else if name.eq_ignore_ascii_case(SIGNATURE_HEADER) {
+                &mut credentials.signature
+            } else if name.eq_ignore_ascii_case(TIMESTAMP_HEADER) {
+                &mut credentials.timestamp
+            } else {
+                continue;
+            };
+            slot.add(value);
+        }
+        credentials
+    }
+}
 
 /// Why a request was not authenticated; each has a stable code, the `code` of the 401 body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -173,20 +226,20 @@ impl Authenticator {
         method: &str,
         path: &str,
         query: Option<&str>,
-        headers: &HeaderMap,
+        credentials: &Credentials<'_>,
         body: &[u8],
         now: impl FnOnce() -> u64,
     ) -> Result<Option<String>, AuthFailure> {
-        let has_signature = headers.contains_key(SIGNATURE);
+        let has_signature = credentials.signature.present();
         match self.requirement(path) {
             AuthRequirement::None => Ok(None),
-            AuthRequirement::ApiKey if headers.contains_key(API_KEY) => {
-                self.check_api_key(headers).map(Some)
+            AuthRequirement::ApiKey if credentials.api_key.present() => {
+                self.check_api_key(credentials).map(Some)
             }
             AuthRequirement::ApiKey if !has_signature => Err(AuthFailure::ApiKeyMissing),
             AuthRequirement::Signature if !has_signature => Err(AuthFailure::SignatureMissing),
             AuthRequirement::ApiKey | AuthRequirement::Signature => self
-                .check_signature(method, path, query, headers, body, now())
+                .check_signature(method, path, query, credentials, body, now())
                 .map(Some),
         }
     }
@@ -195,8 +248,11 @@ impl Authenticator {
         self.sources.iter().find_map(|s| s.key(key_id))
     }
 
-    fn check_api_key(&self, headers: &HeaderMap) -> Result<String, AuthFailure> {
-        let presented = single(headers, &API_KEY).ok_or(AuthFailure::ApiKeyInvalid)?;
+    fn check_api_key(&self, credentials: &Credentials<'_>) -> Result<String, AuthFailure> {
+        let presented = credentials
+            .api_key
+            .single()
+            .ok_or(AuthFailure::ApiKeyInvalid)?;
         let id = api_key_id(presented).ok_or(AuthFailure::ApiKeyInvalid)?;
         let hash = api_key_sha256(presented);
         let material = self.material(id);
@@ -219,14 +275,14 @@ impl Authenticator {
         method: &str,
         path: &str,
         query: Option<&str>,
-        headers: &HeaderMap,
+        credentials: &Credentials<'_>,
         body: &[u8],
         now: u64,
     ) -> Result<String, AuthFailure> {
         let invalid = AuthFailure::SignatureInvalid;
-        let header = single(headers, &SIGNATURE).ok_or(invalid)?;
+        let header = credentials.signature.single().ok_or(invalid)?;
         let (key_id, signature) = parse_signature_header(header).ok_or(invalid)?;
-        let ts_text = single(headers, &TIMESTAMP).ok_or(invalid)?;
+        let ts_text = credentials.timestamp.single().ok_or(invalid)?;
         let ts = parse_timestamp(ts_text).ok_or(invalid)?;
         let material = self.material(key_id);
         let secret = material.as_ref().and_then(|m| m.hmac_secret());
@@ -265,16 +321,6 @@ impl Authenticator {
         }
         self.replay.purge(now);
     }
-}
-
-/// The value of a header that is present exactly once, as text.
-fn single<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h str> {
-    let mut values = headers.get_all(name).iter();
-    let first = values.next()?;
-    if values.next().is_some() {
-        return None;
-    }
-    first.to_str().ok()
 }
 
 /// True when [`normalized_path`] and lower-casing would both give `path` back unchanged: it
@@ -486,7 +532,6 @@ impl ReplayState {
 
 #[cfg(test)]
 mod tests {
-    use http::HeaderValue;
     use rollgate_core::config::edge::{KeyUse, RateLimitConfig};
 
     use super::*;
@@ -564,7 +609,7 @@ mod tests {
         query: Option<&str>,
         ts: u64,
         body: &[u8],
-    ) -> HeaderMap {
+    ) -> Fields {
         let signature = signing::signature_for(
             key,
             SECRET.as_bytes(),
@@ -574,19 +619,39 @@ mod tests {
             &ts.to_string(),
             body,
         );
-        let mut h = HeaderMap::new();
-        h.insert(TIMESTAMP_HEADER, HeaderValue::from(ts));
-        h.insert(
-            SIGNATURE_HEADER,
-            HeaderValue::from_str(&signature).expect("header"),
-        );
-        h
+        Fields(vec![
+            ("X-Timestamp", ts.to_string()),
+            (SIGNATURE_HEADER, signature),
+        ])
     }
 
-    fn with_key(key: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(API_KEY_HEADER, HeaderValue::from_str(key).expect("header"));
-        h
+    fn with_key(key: &str) -> Fields {
+        Fields(vec![(API_KEY_HEADER, key.to_owned())])
+    }
+
+    /// A request's header fields, for [`Credentials::from_fields`].
+    struct Fields(Vec<(&'static str, String)>);
+
+    impl Fields {
+        fn credentials(&self) -> Credentials<'_> {
+            Credentials::from_fields(self.0.iter().map(|(n, v)| (*n, v.as_bytes())))
+        }
+    }
+
+    #[test]
+    fn a_credential_sent_twice_or_not_as_text_is_invalid() {
+        let a = auth(|_| {});
+        let key = format!("rg_ci_{SECRET}");
+        let twice = Fields(vec![(API_KEY_HEADER, key.clone()), ("X-API-Key", key)]);
+        assert_eq!(
+            a.authenticate("GET", "/x", None, &twice.credentials(), b"", || NOW),
+            Err(AuthFailure::ApiKeyInvalid)
+        );
+        let binary = Credentials::from_fields([(API_KEY_HEADER, &b"rg_ci_\xff"[..])]);
+        assert_eq!(
+            a.authenticate("GET", "/x", None, &binary, b"", || NOW),
+            Err(AuthFailure::ApiKeyInvalid)
+        );
     }
 
     #[test]
@@ -615,7 +680,7 @@ mod tests {
             "GET",
             "/x",
             None,
-            &with_key(&format!("rg_ci_{SECRET}")),
+            &with_key(&format!("rg_ci_{SECRET}")).credentials(),
             b"",
             || NOW,
         );
@@ -627,17 +692,17 @@ mod tests {
             &format!("rg_signer_{SECRET}"),
         ] {
             assert_eq!(
-                a.authenticate("GET", "/x", None, &with_key(bad), b"", || NOW),
+                a.authenticate("GET", "/x", None, &with_key(bad).credentials(), b"", || NOW),
                 Err(AuthFailure::ApiKeyInvalid),
                 "{bad}"
             );
         }
         assert_eq!(
-            a.authenticate("GET", "/x", None, &HeaderMap::new(), b"", || NOW),
+            a.authenticate("GET", "/x", None, &Credentials::default(), b"", || NOW),
             Err(AuthFailure::ApiKeyMissing)
         );
         assert_eq!(
-            a.authenticate("GET", "/health", None, &HeaderMap::new(), b"", || NOW),
+            a.authenticate("GET", "/health", None, &Credentials::default(), b"", || NOW),
             Ok(None)
         );
         // An API key is not a signature.
@@ -646,7 +711,7 @@ mod tests {
                 "GET",
                 "/api/x",
                 None,
-                &with_key(&format!("rg_ci_{SECRET}")),
+                &with_key(&format!("rg_ci_{SECRET}")).credentials(),
                 b"",
                 || NOW
             ),
@@ -658,10 +723,9 @@ mod tests {
     fn signatures_are_checked_fresh_and_once() {
         let a = auth(|_| {});
         let h = signed("signer", "POST", "/api/x", Some("b=2&a=1"), NOW - 10, b"{}");
-        let check =
-            |headers: &HeaderMap, path: &str, query: Option<&str>, body: &[u8], now: u64| {
-                a.authenticate("POST", path, query, headers, body, || now)
-            };
+        let check = |headers: &Fields, path: &str, query: Option<&str>, body: &[u8], now: u64| {
+            a.authenticate("POST", path, query, &headers.credentials(), body, || now)
+        };
         assert_eq!(
             check(&h, "/api/x", Some("a=1&b=2"), b"{}", NOW),
             Ok(Some("signer".into()))
@@ -699,7 +763,7 @@ mod tests {
         // A signature also satisfies an api_key route.
         let h = signed("ci", "GET", "/other", None, NOW, b"");
         assert_eq!(
-            a.authenticate("GET", "/other", None, &h, b"", || NOW),
+            a.authenticate("GET", "/other", None, &h.credentials(), b"", || NOW),
             Ok(Some("ci".into()))
         );
     }

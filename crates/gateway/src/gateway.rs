@@ -1,17 +1,12 @@
 //! The listener of one environment: binding, accepting, serving HTTP/1.1 connections through
 //! the request phases, and graceful shutdown.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpSocket};
 
 use crate::access_log::{AccessLog, AccessLogWriter};
@@ -20,7 +15,7 @@ use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::phases::{self, Shared};
 use crate::routes::RouteHandle;
-use crate::timer::CoarseTimer;
+use crate::server;
 use crate::upstream::UpstreamPool;
 
 /// Pending connections the kernel queues before `accept`; the OS default of 128 overflows
@@ -33,10 +28,6 @@ const POOL_SWEEP_MIN: Duration = Duration::from_millis(100);
 /// How often the rate limiter forgets clients whose budget is full again, so that its memory
 /// tracks recent clients instead of growing with every address ever seen.
 const RATE_LIMIT_SWEEP: Duration = Duration::from_secs(30);
-/// hyper's smallest allowed connection buffer.
-const MIN_CONN_BUFFER: usize = 8192;
-/// hyper's header-field cap when not configured (kept on the stack, hence not raised lightly).
-const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
 /// One environment's HTTP/1.1 reverse proxy listener.
 pub struct Gateway {
@@ -126,7 +117,6 @@ impl Gateway {
             None => (None, None),
         };
         let env: Arc<str> = Arc::from(config.env.as_str());
-        let http = http_builder(&config);
         let worker_error = |source| GatewayError::Worker {
             env: config.env.clone(),
             source,
@@ -150,7 +140,6 @@ impl Gateway {
             });
             let worker = Worker {
                 shared,
-                http: http.clone(),
                 stopped: stopped.clone(),
                 open: metrics.worker_connections(),
             };
@@ -229,7 +218,6 @@ impl Gateway {
 /// One serving thread's state.
 struct Worker {
     shared: Arc<Shared>,
-    http: http1::Builder,
     stopped: tokio::sync::watch::Receiver<bool>,
     /// This worker's open client connections, as the metrics report them.
     open: Arc<AtomicU64>,
@@ -241,7 +229,8 @@ impl Worker {
     async fn run(mut self, listener: std::net::TcpListener) -> Result<(), std::io::Error> {
         let listener = TcpListener::from_std(listener)?;
         let env = Arc::clone(&self.shared.env);
-        let graceful = GracefulShutdown::new();
+        // Every connection task holds a sender; when all are gone, the channel says so.
+        let (open_tx, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
         // Closes upstream connections left idle past the pool's idle timeout.
         let pool = Arc::clone(&self.shared.upstream);
         let sweep_every = (self.shared.config.idle_pool_timeout / 2).max(POOL_SWEEP_MIN);
@@ -267,27 +256,24 @@ impl Worker {
             if let Err(err) = stream.set_nodelay(true) {
                 tracing::debug!(error = %err, "cannot set TCP_NODELAY");
             }
-            let shared = Arc::clone(&self.shared);
-            let client = phases::Peer::new(peer);
-            let service = service_fn(move |request| {
-                let shared = Arc::clone(&shared);
-                let client = client.clone();
-                async move { Ok::<_, Infallible>(phases::handle(shared, client, request).await) }
-            });
-            let connection =
-                graceful.watch(self.http.serve_connection(TokioIo::new(stream), service));
-            let open = OpenConnection::count(&self.open);
+            let connection = server::serve_connection(
+                Arc::clone(&self.shared),
+                stream,
+                phases::Peer::new(peer),
+                self.stopped.clone(),
+            );
+            let open = (OpenConnection::count(&self.open), open_tx.clone());
             tokio::spawn(async move {
                 let _open = open;
-                if let Err(err) = connection.await {
-                    tracing::debug!(client = %peer, error = %err, "client connection ended with an error");
-                }
+                connection.await;
             });
         }
         drop(listener);
+        drop(open_tx);
         sweeper.abort();
         let grace = self.shared.config.shutdown_grace;
-        if tokio::time::timeout(grace, graceful.shutdown())
+        // Idle connections close as they see the stop; busy ones after their answer.
+        if tokio::time::timeout(grace, all_closed.recv())
             .await
             .is_err()
         {
@@ -367,30 +353,4 @@ fn every(period: Duration, work: impl Fn() + Send + 'static) -> tokio::task::Joi
             work();
         }
     })
-}
-
-/// The HTTP/1.1 server settings every worker serves its connections with.
-fn http_builder(config: &GatewayConfig) -> http1::Builder {
-    let mut http = http1::Builder::new();
-    // `half_close` stays off (hyper's default): hyper then polls the client's socket while a
-    // request is in flight, which is how a client that goes away cancels its upstream request
-    // (recorded as 499), as nginx does by default (`a_client_going_away_is_still_recorded`
-    // fails with it on). The price: that poll reserves a new read
-    // buffer on every request, since the old one still holds the request head (one 8 KiB
-    // allocation, a few hundred instructions).
-    http.timer(CoarseTimer)
-        .keep_alive(true)
-        .header_read_timeout(config.header_read_timeout)
-        // A hard ceiling on what one connection buffers; the precise limit, with a JSON
-        // answer and a log line, is the limits phase.
-        .max_buf_size(
-            config
-                .max_header_bytes
-                .saturating_mul(2)
-                .max(MIN_CONN_BUFFER),
-        );
-    if config.max_headers > HYPER_DEFAULT_MAX_HEADERS {
-        http.max_headers(config.max_headers.saturating_mul(2));
-    }
-    http
 }

@@ -6,38 +6,36 @@
 //! take is counted and logged the same way in block and count mode, and only block mode
 //! answers early.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::request::Parts;
-use http::{Request, Response};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper::body::Incoming;
+use http::header::{HeaderName, HeaderValue};
 use rollgate_core::config::edge::EdgeMode;
 use rollgate_core::signing::KEY_ID_HEADER;
 use rollgate_waf::RequestView;
 
 use crate::access_log::AccessLog;
+use crate::auth::Credentials;
 use crate::config::GatewayConfig;
 use crate::edge::{EdgePolicy, EdgeRule};
 use crate::error::ProxyError;
+use crate::head::{HopByHop, RequestHead, field_text};
 use crate::metrics::Metrics;
 use crate::random;
 use crate::record::{Recorder, ResponseBody};
-use crate::routes::{Hints, Instance, RouteHandle, RouteMiss, Target};
+use crate::routes::{Hints, RouteHandle, RouteMiss, Target};
+use crate::server::{BodyReadError, ClientConn, Reply, push_field};
 use crate::timer::Deadline;
-use crate::upstream::{Outgoing, UpstreamBody, UpstreamError, UpstreamPool};
+use crate::upstream::{Outgoing, ResponseHead, UpstreamBody, UpstreamError, UpstreamPool};
 
 /// Header carrying the request id to the upstream and back to the client.
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-/// The verified key id, for the app; a client's own is removed first.
-const KEY_ID: HeaderName = HeaderName::from_static(KEY_ID_HEADER);
+pub const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_FIELD);
+const REQUEST_ID_FIELD: &str = "x-request-id";
+const X_FORWARDED_FOR: &str = "x-forwarded-for";
+const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 /// Client-supplied ids longer than this are replaced, to keep logs and upstream headers sane.
 const MAX_REQUEST_ID_LEN: usize = 128;
 
@@ -70,73 +68,75 @@ pub(crate) struct Shared {
     pub(crate) upstream: Arc<UpstreamPool>,
 }
 
-/// Runs one request through the phases. Never fails: every early answer is a response.
+/// Runs one request through the phases. Every early answer is a reply; `None` means the
+/// client went away while the request was with an instance (recorded as 499), so nobody is
+/// left to answer.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
     peer: Peer,
-    request: Request<Incoming>,
-) -> Response<ResponseBody> {
+    head: RequestHead,
+    client: &mut ClientConn,
+) -> Option<Reply> {
     let started = Instant::now();
-    let (mut parts, body) = request.into_parts();
     let edge = shared.config.edge.as_deref();
 
     // 1. request id
-    let (request_id, own_request_id) = phase_request_id(&mut parts.headers);
+    let request_id = phase_request_id(&head);
     let mut recorder = Recorder::start(
         Arc::clone(&shared),
         started,
         request_id,
-        parts.method.clone(),
-        parts.uri.path(),
+        head.method().clone(),
+        head.path(),
         peer.clone(),
     );
 
     // 2. limits on the request line and headers (431)
-    if let Err(err) = phase_header_limits(&shared.config, &parts, &mut recorder) {
-        return answer(err, recorder);
+    if let Err(err) = phase_header_limits(&shared.config, &head, &mut recorder) {
+        return Some(answer(err, recorder));
     }
 
     // 3. ip: who the client is, and the allow and deny lists (403)
-    let client = match edge {
-        Some(edge) => match phase_ip(edge, peer.addr.ip(), &parts.headers, &mut recorder) {
-            Ok(client) => client,
-            Err(err) => return answer(err, recorder),
+    let client_ip = match edge {
+        Some(edge) => match phase_ip(edge, peer.addr.ip(), &head, &mut recorder) {
+            Ok(client_ip) => client_ip,
+            Err(err) => return Some(answer(err, recorder)),
         },
         None => peer.addr.ip(),
     };
 
     // 3a. geo: the client's country against the allow or deny list (403)
     if let Some(edge) = edge
-        && let Err(err) = phase_geo(edge, client, &mut recorder)
+        && let Err(err) = phase_geo(edge, client_ip, &mut recorder)
     {
-        return answer(err, recorder);
+        return Some(answer(err, recorder));
     }
 
     // 4. rate limit per client (429)
     if let Some(edge) = edge
-        && let Err(err) = phase_rate_limit(edge, client, &mut recorder)
+        && let Err(err) = phase_rate_limit(edge, client_ip, &mut recorder)
     {
-        return answer(err, recorder);
+        return Some(answer(err, recorder));
     }
 
     // 5. body, buffered once for the WAF and every proxy attempt (413, 408)
-    let body = match phase_body(&shared.config, body, &parts.headers, &mut recorder).await {
+    let body = match phase_body(&shared.config, client, &mut recorder).await {
         Ok(body) => body,
-        Err(err) => return answer(err, recorder),
+        Err(err) => return Some(answer(err, recorder)),
     };
 
     // 6. waf (403)
     if let Some(edge) = edge
-        && let Err(err) = phase_waf(edge, &parts, &body, own_request_id, &mut recorder)
+        && let Err(err) = phase_waf(edge, &head, &body, &mut recorder)
     {
-        return answer(err, recorder);
+        return Some(answer(err, recorder));
     }
 
     // 6a. auth: API key or HMAC signature per route, replay window (401)
     let key_id = match edge {
-        Some(edge) => match phase_auth(edge, &mut parts, &body, &mut recorder) {
+        Some(edge) => match phase_auth(edge, &head, &body, &mut recorder) {
             Ok(key_id) => key_id,
-            Err(err) => return answer(err, recorder),
+            Err(err) => return Some(answer(err, recorder)),
         },
         None => None,
     };
@@ -146,40 +146,45 @@ pub(crate) async fn handle(
         && let Some(key_id) = &key_id
         && let Err(err) = phase_key_rate(edge, key_id, &mut recorder)
     {
-        return answer(err, recorder);
+        return Some(answer(err, recorder));
     }
 
     // 7. route
-    let target = match phase_route(&shared, &parts, &mut recorder) {
+    let target = match phase_route(&shared, &head, &mut recorder) {
         Ok(target) => target,
-        Err(err) => return answer(err, recorder),
+        Err(err) => return Some(answer(err, recorder)),
     };
 
-    // 8. proxy
-    let upstream = match phase_proxy(&shared, parts, body, &target, &peer, &mut recorder).await {
+    // 8. proxy, given up when the client goes away
+    let outgoing = Forward {
+        head: &head,
+        peer: &peer,
+        key_id: edge.and_then(EdgePolicy::auth).map(|_| key_id.as_deref()),
+    };
+    let proxied = tokio::select! {
+        biased;
+        proxied = phase_proxy(&shared, &outgoing, body, &target, &mut recorder) => proxied,
+        () = client.gone() => return None,
+    };
+    let upstream = match proxied {
         Ok(answered) => answered,
-        Err(err) => return answer(err, recorder),
+        Err(err) => return Some(answer(err, recorder)),
     };
 
     // 9. record (when the response body ends)
-    phase_record(upstream, target.set_cookie.as_deref(), recorder)
+    Some(phase_record(
+        upstream,
+        target.set_cookie.as_deref(),
+        recorder,
+    ))
 }
 
 /// Keeps a sane client-supplied `X-Request-Id` (1..=128 visible ASCII characters) or makes a
-/// new 128-bit random one, and puts it on the request.
-/// Returns the id and whether the gateway made it (and so need not inspect it).
-fn phase_request_id(headers: &mut HeaderMap) -> (String, bool) {
-    if let Some(id) = headers
-        .get(REQUEST_ID)
-        .and_then(|v| sane_request_id(v.as_bytes()))
-    {
-        return (id, false);
-    }
-    let id = random::request_id();
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        headers.insert(REQUEST_ID, value);
-    }
-    (id, true)
+/// new 128-bit random one. The proxy phase sends the instance this one alone.
+fn phase_request_id(head: &RequestHead) -> String {
+    head.first(REQUEST_ID_FIELD)
+        .and_then(sane_request_id)
+        .unwrap_or_else(random::request_id)
 }
 
 fn sane_request_id(value: &[u8]) -> Option<String> {
@@ -195,20 +200,12 @@ fn sane_request_id(value: &[u8]) -> Option<String> {
 /// oversized requests get this JSON answer and an access-log line.
 fn phase_header_limits(
     config: &GatewayConfig,
-    parts: &Parts,
+    head: &RequestHead,
     recorder: &mut Recorder,
 ) -> Result<(), ProxyError> {
-    let count = parts.headers.len();
-    // As on the wire: `METHOD URI HTTP/1.1\r\n`, `name: value\r\n` per field, `\r\n`.
-    let bytes = parts.method.as_str().len()
-        + parts.uri.path_and_query().map_or(1, |pq| pq.as_str().len())
-        + 12
-        + parts
-            .headers
-            .iter()
-            .map(|(name, value)| name.as_str().len() + value.len() + 4)
-            .sum::<usize>()
-        + 2;
+    let count = head.field_count();
+    // As received: the request line, every field line and the empty line.
+    let bytes = head.wire_len();
     let rule = if bytes > config.max_header_bytes {
         EdgeRule::HeaderBytes
     } else if count > config.max_headers {
@@ -234,10 +231,10 @@ fn phase_header_limits(
 fn phase_ip(
     edge: &EdgePolicy,
     peer: IpAddr,
-    headers: &HeaderMap,
+    head: &RequestHead,
     recorder: &mut Recorder,
 ) -> Result<IpAddr, ProxyError> {
-    let client = edge.client_ip(peer, headers);
+    let client = edge.client_ip(peer, head.values(X_FORWARDED_FOR));
     recorder.client = client;
     let Some(verdict) = edge.check_ip(client) else {
         return Ok(client);
@@ -275,33 +272,29 @@ fn phase_geo(edge: &EdgePolicy, client: IpAddr, recorder: &mut Recorder) -> Resu
     }
 }
 
-/// Authenticates the request as its route demands. A client's own `X-Rollgate-Key-Id` is
-/// always removed, so that the app can trust the header: it is set only to the key id the
-/// gateway verified. Failures log the code, never the key or the signature; in count mode the
-/// request goes on unauthenticated.
+/// Authenticates the request as its route demands. A client's own `X-Rollgate-Key-Id` never
+/// reaches the app when the gateway authenticates (see [`Forward`]): it is set only to the key
+/// id the gateway verified. Failures log the code, never the key or the signature; in count
+/// mode the request goes on unauthenticated.
 fn phase_auth(
     edge: &EdgePolicy,
-    parts: &mut Parts,
+    head: &RequestHead,
     body: &Bytes,
     recorder: &mut Recorder,
 ) -> Result<Option<String>, ProxyError> {
     let Some(auth) = edge.auth() else {
         return Ok(None);
     };
-    parts.headers.remove(KEY_ID);
     let verdict = auth.authenticate(
-        parts.method.as_str(),
-        parts.uri.path(),
-        parts.uri.query(),
-        &parts.headers,
+        head.method().as_str(),
+        head.path(),
+        head.query(),
+        &Credentials::from_fields(head.fields()),
         body,
         unix_now,
     );
     match verdict {
         Ok(Some(key_id)) => {
-            if let Ok(value) = HeaderValue::from_str(&key_id) {
-                parts.headers.insert(KEY_ID, value);
-            }
             recorder.key_id = Some(key_id.clone());
             Ok(Some(key_id))
         }
@@ -372,23 +365,21 @@ fn phase_rate_limit(
 /// trickling its body cannot hold a request (and its memory) open for long.
 async fn phase_body(
     config: &GatewayConfig,
-    body: Incoming,
-    headers: &HeaderMap,
+    client: &mut ClientConn,
     recorder: &mut Recorder,
 ) -> Result<Bytes, ProxyError> {
     // Most requests (GET, HEAD) have no body: nothing to wait for, so no timer to arm.
-    if http_body::Body::is_end_stream(&body) {
+    if !client.has_body() {
         return Ok(Bytes::new());
     }
-    let buffered = tokio::time::timeout(
-        config.body_read_timeout,
-        buffer_body(body, headers, config.max_body_bytes),
-    )
-    .await;
+    let limit = config.max_body_bytes;
+    let buffered = tokio::time::timeout(config.body_read_timeout, client.read_body(limit)).await;
     let (rule, err) = match buffered {
         Ok(Ok(body)) => return Ok(body),
-        Ok(Err(err @ ProxyError::BodyTooLarge { .. })) => (EdgeRule::BodySize, err),
-        Ok(Err(err)) => return Err(err),
+        Ok(Err(BodyReadError::TooLarge)) => {
+            (EdgeRule::BodySize, ProxyError::BodyTooLarge { limit })
+        }
+        Ok(Err(err)) => return Err(ProxyError::ClientBody(err.to_string())),
         Err(_elapsed) => (
             EdgeRule::BodyTimeout,
             ProxyError::BodyTimeout(config.body_read_timeout),
@@ -399,33 +390,23 @@ async fn phase_body(
 }
 
 /// Inspects path, query, headers, cookies and the buffered body; blocks when any finding's
-/// rule is in block mode. Every finding is logged; each rule counts once per request. An
-/// `X-Request-Id` the gateway made itself (`own_request_id`) is not the client's to inspect.
+/// rule is in block mode. Every finding is logged; each rule counts once per request. Every
+/// field the client sent is inspected, its `X-Request-Id` too.
 fn phase_waf(
     edge: &EdgePolicy,
-    parts: &Parts,
+    head: &RequestHead,
     body: &Bytes,
-    own_request_id: bool,
     recorder: &mut Recorder,
 ) -> Result<(), ProxyError> {
-    // Sized up front: collecting a filtered iterator starts small and reallocates.
-    let mut headers: Vec<(&str, &[u8])> = Vec::with_capacity(parts.headers.len());
-    headers.extend(
-        parts
-            .headers
-            .iter()
-            .filter(|(name, _)| !(own_request_id && *name == REQUEST_ID))
-            .map(|(name, value)| (name.as_str(), value.as_bytes())),
-    );
+    // Sized up front: collecting an iterator of unknown length starts small and reallocates.
+    let mut headers: Vec<(&str, &[u8])> = Vec::with_capacity(head.field_count());
+    headers.extend(head.fields());
     let request = RequestView {
-        method: parts.method.as_str(),
-        path: parts.uri.path(),
-        query: parts.uri.query(),
+        method: head.method().as_str(),
+        path: head.path(),
+        query: head.query(),
         headers: &headers,
-        content_type: parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok()),
+        content_type: head.first_text("content-type"),
         body,
     };
     let findings = edge.inspect(&request);
@@ -457,24 +438,19 @@ fn phase_waf(
 /// Picks app, version and first instance, and counts the request in flight on it.
 fn phase_route(
     shared: &Shared,
-    parts: &Parts,
+    head: &RequestHead,
     recorder: &mut Recorder,
 ) -> Result<Target, ProxyError> {
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| parts.uri.host());
+    let host = head.first_text("host").or_else(|| head.target_host());
     let hints = Hints {
         alias: shared
             .config
             .override_header
             .as_ref()
-            .and_then(|h| parts.headers.get(h))
-            .and_then(|v| v.to_str().ok()),
-        headers: Some(&parts.headers),
+            .and_then(|h| head.first_text(h.as_str())),
+        head: Some(head),
     };
-    match shared.routes.route_with(host, parts.uri.path(), &hints) {
+    match shared.routes.route_with(host, head.path(), &hints) {
         Ok((target, guard)) => {
             recorder.app = Some(Arc::clone(&target.app));
             recorder.version = Some(target.version);
@@ -492,42 +468,91 @@ fn phase_route(
     }
 }
 
-/// Rewrites the headers and forwards the buffered body to the target's instances in order,
-/// moving on only when the request provably never reached an instance. `peer` (the socket
-/// peer, whatever the ip phase decided) is appended to `X-Forwarded-For`.
+/// What the proxy phase sends an instance of the client's request: its method, target in
+/// origin form and end-to-end fields, with the gateway's own `X-Request-Id`,
+/// `X-Forwarded-For` (the client's chain plus the socket peer, whatever the ip phase
+/// decided) and `X-Forwarded-Proto`.
+struct Forward<'a> {
+    head: &'a RequestHead,
+    peer: &'a Peer,
+    /// `Some` when the gateway authenticates: the client's own `X-Rollgate-Key-Id` is left
+    /// out, and the key id the auth phase verified, if any, is sent instead.
+    key_id: Option<Option<&'a str>>,
+}
+
+impl Forward<'_> {
+    fn encode(&self, request_id: &str, host: &HeaderValue, body: Bytes) -> Outgoing {
+        let head = self.head;
+        let hop = HopByHop::new(head.values("connection"));
+        let forwarded_for = forwarded_for(head, self.peer);
+        let own = |name: &str| {
+            matches!(name, X_FORWARDED_FOR | X_FORWARDED_PROTO)
+                || name == REQUEST_ID_FIELD
+                || (self.key_id.is_some() && name == KEY_ID_HEADER)
+        };
+        let key_id = self
+            .key_id
+            .flatten()
+            .filter(|id| field_text(id.as_bytes()).is_some());
+        let fields = head
+            .fields()
+            .filter(|(name, _)| !own(name) && !hop.drops(name.as_bytes()))
+            .map(|(name, value)| (name.as_bytes(), value))
+            .chain([
+                (REQUEST_ID_FIELD.as_bytes(), request_id.as_bytes()),
+                (X_FORWARDED_FOR.as_bytes(), &forwarded_for[..]),
+                (X_FORWARDED_PROTO.as_bytes(), &b"http"[..]),
+            ])
+            .chain(key_id.map(|id| (KEY_ID_HEADER.as_bytes(), id.as_bytes())));
+        Outgoing::new(
+            head.method(),
+            &head.path_and_query(),
+            fields,
+            Some(host),
+            body,
+        )
+    }
+}
+
+/// The client's `X-Forwarded-For` chain with `peer` appended.
+fn forwarded_for<'a>(head: &'a RequestHead, peer: &'a Peer) -> Cow<'a, [u8]> {
+    let mut prior = head
+        .values(X_FORWARDED_FOR)
+        .filter(|v| field_text(v).is_some())
+        .peekable();
+    if prior.peek().is_none() {
+        return Cow::Borrowed(peer.ip_text.as_bytes());
+    }
+    let mut chain = Vec::with_capacity(64);
+    for value in prior {
+        chain.extend_from_slice(value);
+        chain.extend_from_slice(b", ");
+    }
+    chain.extend_from_slice(peer.ip_text.as_bytes());
+    Cow::Owned(chain)
+}
+
+/// Forwards the request and its buffered body to the target's instances in order, moving
+/// on only when the request provably never reached an instance.
 async fn phase_proxy(
     shared: &Shared,
-    mut parts: Parts,
+    forward: &Forward<'_>,
     body: Bytes,
     target: &Target,
-    peer: &Peer,
     recorder: &mut Recorder,
-) -> Result<Response<UpstreamBody>, ProxyError> {
-    strip_hop_by_hop(&mut parts.headers);
-    add_forwarded(&mut parts.headers, peer);
-    // Origin form (`/path?query`), whatever form the client used.
-    let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+) -> Result<(ResponseHead, UpstreamBody), ProxyError> {
     // No response head within the upstream timeout: 504 (see `timer` for the precision).
     let mut expiry = Deadline::after(shared.config.upstream_timeout);
     let mut last_failure = String::new();
     // An app may close an idle keep-alive connection just as the pool hands it out (gunicorn
     // does after 2 s); the request then dies before any response. For idempotent methods one
     // more try on a fresh connection is safe and hides that race from the client.
-    let mut stale_retry = parts.method.is_idempotent();
+    let mut stale_retry = forward.head.method().is_idempotent();
     let mut fresh = false;
     let mut attempt = 0;
     // Encoded once; again only for a request without `Host` (an HTTP/1.0 client may send
     // none, HTTP/1.1 requires one upstream) going to another instance.
-    let encode = |instance: &Instance| {
-        Outgoing::new(
-            &parts.method,
-            path,
-            &parts.headers,
-            Some(&instance.host),
-            body.clone(),
-        )
-    };
-    let has_host = parts.headers.contains_key(header::HOST);
+    let has_host = forward.head.first("host").is_some();
     let mut request = None;
     while let Some(instance) = target.instances.get(attempt) {
         if attempt > 0 {
@@ -538,7 +563,9 @@ async fn phase_proxy(
                 request = None;
             }
         }
-        let request = &*request.get_or_insert_with(|| encode(instance));
+        let request = &*request.get_or_insert_with(|| {
+            forward.encode(&recorder.request_id, &instance.host, body.clone())
+        });
         let sent = tokio::select! {
             biased;
             sent = shared.upstream.send(instance.addr, request, fresh) => sent,
@@ -583,25 +610,31 @@ async fn phase_proxy(
     })
 }
 
-/// Wraps the upstream response so that the record phase runs when its body ends.
+/// The instance's answer, its head passed through with the request id and any sticky cookie
+/// added, and its body wrapped so that the record phase runs when the body ends.
 fn phase_record(
-    upstream: Response<UpstreamBody>,
+    (head, body): (ResponseHead, UpstreamBody),
     set_cookie: Option<&str>,
     mut recorder: Recorder,
-) -> Response<ResponseBody> {
-    let (mut parts, body) = upstream.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    set_request_id(&mut parts.headers, &recorder.request_id);
+) -> Reply {
+    recorder.status = head.status.as_u16();
+    let mut fields = Vec::with_capacity(128);
+    push_request_id(&mut fields, &recorder.request_id);
     // The sticky assignment of a new client, next to any cookies the app sets itself.
-    if let Some(value) = set_cookie.and_then(|c| HeaderValue::from_str(c).ok()) {
-        parts.headers.append(header::SET_COOKIE, value);
+    if let Some(cookie) = set_cookie.filter(|c| field_text(c.as_bytes()).is_some()) {
+        push_field(&mut fields, b"set-cookie", cookie.as_bytes());
     }
-    recorder.status = parts.status.as_u16();
-    Response::from_parts(parts, ResponseBody::upstream(body, recorder))
+    Reply {
+        status: head.status,
+        upstream: Some(head),
+        fields,
+        body: ResponseBody::upstream(body, recorder),
+        close: false,
+    }
 }
 
 /// The gateway's own answer: status and JSON body from the error table.
-fn answer(err: ProxyError, mut recorder: Recorder) -> Response<ResponseBody> {
+fn answer(err: ProxyError, mut recorder: Recorder) -> Reply {
     let status = err.status();
     if status.is_server_error() {
         tracing::warn!(
@@ -616,159 +649,88 @@ fn answer(err: ProxyError, mut recorder: Recorder) -> Response<ResponseBody> {
     recorder.status = status.as_u16();
     recorder.error = Some(err.code());
     recorder.upstream_failure = err.is_upstream_failure();
-    let mut response = Response::new(());
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    let mut fields = Vec::with_capacity(128);
+    push_field(&mut fields, b"content-type", b"application/json");
     if let Some(secs) = err.retry_after_secs() {
-        headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    }
-    if let Some(challenge) = err.www_authenticate() {
-        headers.insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static(challenge),
+        push_field(
+            &mut fields,
+            b"retry-after",
+            itoa::Buffer::new().format(secs).as_bytes(),
         );
     }
-    if err.closes_connection() {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    if let Some(challenge) = err.www_authenticate() {
+        push_field(&mut fields, b"www-authenticate", challenge.as_bytes());
     }
-    set_request_id(headers, &recorder.request_id);
-    let (parts, ()) = response.into_parts();
-    Response::from_parts(
-        parts,
-        ResponseBody::local(Bytes::from(err.body()), recorder),
-    )
-}
-
-fn set_request_id(headers: &mut HeaderMap, id: &str) {
-    if let Ok(value) = HeaderValue::from_str(id) {
-        headers.insert(REQUEST_ID, value);
+    push_request_id(&mut fields, &recorder.request_id);
+    Reply {
+        status,
+        upstream: None,
+        fields,
+        body: ResponseBody::local(Bytes::from(err.body()), recorder),
+        close: err.closes_connection(),
     }
 }
 
-/// Reads the whole request body, refusing early on a declared length over the limit.
-async fn buffer_body(
-    body: Incoming,
-    headers: &HeaderMap,
-    limit: usize,
-) -> Result<Bytes, ProxyError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
-        return Err(ProxyError::BodyTooLarge { limit });
-    }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(ProxyError::BodyTooLarge { limit })
-        }
-        Err(err) => Err(ProxyError::ClientBody(err.to_string())),
-    }
-}
-
-/// Removes hop-by-hop headers (RFC 9110 §7.6.1): `Connection` and every header it names,
-/// `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`.
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    const FIXED: [HeaderName; 6] = [
-        header::CONNECTION,
-        KEEP_ALIVE,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ];
-    let is_proxy = |name: &HeaderName| name.as_str().starts_with("proxy-");
-    // Most messages carry none: one pass over the names instead of a lookup per name.
-    if !headers
-        .keys()
-        .any(|name| FIXED.contains(name) || is_proxy(name))
-    {
-        return;
-    }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in FIXED {
-        headers.remove(name);
-    }
-    let proxy: Vec<HeaderName> = headers.keys().filter(|n| is_proxy(n)).cloned().collect();
-    for name in proxy {
-        headers.remove(name);
-    }
-}
-
-/// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto: http`.
-fn add_forwarded(headers: &mut HeaderMap, peer: &Peer) {
-    let prior: Vec<&str> = headers
-        .get_all(X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let value = if prior.is_empty() {
-        peer.ip_text.clone()
-    } else {
-        let client = peer.ip_text.to_str().unwrap_or_default();
-        HeaderValue::from_str(&format!("{}, {client}", prior.join(", ")))
-            .unwrap_or_else(|_| peer.ip_text.clone())
-    };
-    headers.insert(X_FORWARDED_FOR, value);
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+fn push_request_id(fields: &mut Vec<u8>, id: &str) {
+    push_field(fields, REQUEST_ID_FIELD.as_bytes(), id.as_bytes());
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::head::parse_for_test;
+
+    fn forwarded(head: &str, key_id: Option<Option<&str>>) -> String {
+        let head = parse_for_test(head);
+        let peer = Peer::new(SocketAddr::from(([10, 0, 0, 9], 41000)));
+        let forward = Forward {
+            head: &head,
+            peer: &peer,
+            key_id,
+        };
+        let host = HeaderValue::from_static("10.0.0.2:8080");
+        let out = forward.encode("rid-1", &host, Bytes::new());
+        String::from_utf8(out.wire_for_test().to_vec()).expect("text")
+    }
 
     #[test]
-    fn hop_by_hop_headers_are_removed() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("close, x-secret"),
+    fn hop_by_hop_fields_stay_behind_and_the_gateways_own_are_added() {
+        let wire = forwarded(
+            "GET /a?b=1 HTTP/1.1\r\nConnection: close, x-secret\r\nx-secret: 1\r\nkeep-alive: timeout=5\r\nproxy-authorization: basic x\r\nte: trailers\r\nupgrade: websocket\r\nHost: example.com\r\nx-kept: yes\r\nx-request-id: client-id\r\nx-forwarded-proto: https\r\n\r\n",
+            None,
         );
-        headers.insert("x-secret", HeaderValue::from_static("1"));
-        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        headers.insert("proxy-authorization", HeaderValue::from_static("basic x"));
-        headers.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
-        headers.insert(header::TRAILER, HeaderValue::from_static("x-sum"));
-        headers.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
+        assert_eq!(
+            wire,
+            "GET /a?b=1 HTTP/1.1\r\nhost: example.com\r\nx-kept: yes\r\nx-request-id: rid-1\r\nx-forwarded-for: 10.0.0.9\r\nx-forwarded-proto: http\r\n\r\n"
         );
-        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        headers.insert(header::HOST, HeaderValue::from_static("example.com"));
-        headers.insert("x-kept", HeaderValue::from_static("yes"));
-        strip_hop_by_hop(&mut headers);
-        let left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
-        assert_eq!(left.len(), 2, "{left:?}");
-        assert!(headers.contains_key(header::HOST));
-        assert!(headers.contains_key("x-kept"));
     }
 
     #[test]
     fn forwarded_for_appends_the_client() {
-        let mut headers = HeaderMap::new();
-        let client = Peer::new(SocketAddr::from(([10, 0, 0, 9], 41000)));
-        add_forwarded(&mut headers, &client);
-        assert_eq!(headers[&X_FORWARDED_FOR], "10.0.0.9");
-        assert_eq!(headers[&X_FORWARDED_PROTO], "http");
-        headers.insert(X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
-        headers.append(X_FORWARDED_FOR, HeaderValue::from_static("5.6.7.8"));
-        add_forwarded(&mut headers, &client);
-        assert_eq!(headers[&X_FORWARDED_FOR], "1.2.3.4, 5.6.7.8, 10.0.0.9");
+        let wire = forwarded(
+            "GET / HTTP/1.1\r\nx-forwarded-for: 1.2.3.4\r\nX-Forwarded-For: 5.6.7.8\r\n\r\n",
+            None,
+        );
+        assert!(
+            wire.contains("\r\nx-forwarded-for: 1.2.3.4, 5.6.7.8, 10.0.0.9\r\n"),
+            "{wire}"
+        );
+        assert_eq!(wire.matches("x-forwarded-for").count(), 1, "{wire}");
+        // No Host: the instance's address is sent as one.
+        assert!(wire.contains("\r\nhost: 10.0.0.2:8080\r\n"), "{wire}");
+    }
+
+    #[test]
+    fn the_key_id_the_app_sees_is_only_the_verified_one() {
+        let head = "GET / HTTP/1.1\r\nhost: a\r\nx-rollgate-key-id: forged\r\n\r\n";
+        let wire = forwarded(head, Some(Some("deploy")));
+        assert!(wire.contains("x-rollgate-key-id: deploy\r\n"), "{wire}");
+        assert!(!wire.contains("forged"), "{wire}");
+        let wire = forwarded(head, Some(None));
+        assert!(!wire.contains("x-rollgate-key-id"), "{wire}");
+        // Without auth the gateway does not touch the field.
+        let wire = forwarded(head, None);
+        assert!(wire.contains("x-rollgate-key-id: forged"), "{wire}");
     }
 
     #[test]
@@ -780,16 +742,13 @@ mod tests {
         assert!(sane_request_id(&[b'a'; 128]).is_some());
         assert_eq!(sane_request_id("caf\u{e9}".as_bytes()), None);
 
-        let mut headers = HeaderMap::new();
-        headers.insert(REQUEST_ID, HeaderValue::from_static("bad id"));
-        let (id, own) = phase_request_id(&mut headers);
+        let id = phase_request_id(&parse_for_test(
+            "GET / HTTP/1.1\r\nx-request-id: bad id\r\n\r\n",
+        ));
         assert_eq!(id.len(), 32);
-        assert!(own);
-        assert_eq!(headers[&REQUEST_ID], id.as_str());
-        headers.insert(REQUEST_ID, HeaderValue::from_static("client-id-1"));
-        assert_eq!(
-            phase_request_id(&mut headers),
-            ("client-id-1".to_owned(), false)
-        );
+        let id = phase_request_id(&parse_for_test(
+            "GET / HTTP/1.1\r\nX-Request-Id: client-id-1\r\n\r\n",
+        ));
+        assert_eq!(id, "client-id-1");
     }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
+use crate::head::{RequestHead, field_text};
 use crate::random;
 
 /// Immutable routing table of one environment; replaced whole by [`RouteHandle::set`], one
@@ -117,8 +118,8 @@ struct CompiledApp {
 pub(crate) struct Hints<'a> {
     /// The value of the override header, if enabled and present.
     pub(crate) alias: Option<&'a str>,
-    /// The request's headers, for sticky keys and cookies.
-    pub(crate) headers: Option<&'a http::HeaderMap>,
+    /// The request's head, for sticky keys and cookies.
+    pub(crate) head: Option<&'a RequestHead>,
 }
 
 struct CompiledBackend {
@@ -439,11 +440,11 @@ impl CompiledApp {
                 return Some((b, None));
             }
         }
-        let headers = hints.headers;
+        let head = hints.head;
         match &self.sticky {
             None => self.pick_backend(None).map(|b| (b, None)),
             Some(Sticky::Cookie(name)) => {
-                let assigned = headers
+                let assigned = head
                     .and_then(|h| cookie(h, name))
                     .and_then(|v| v.parse::<u64>().ok())
                     .and_then(|v| {
@@ -461,11 +462,11 @@ impl CompiledApp {
                 }
             }
             Some(Sticky::Header(name)) => {
-                let key = headers.and_then(|h| h.get(name)).map(|v| v.as_bytes());
+                let key = head.and_then(|h| h.first(name.as_str()));
                 self.pick_backend(key).map(|b| (b, None))
             }
             Some(Sticky::KeyCookie(name)) => {
-                let key = headers.and_then(|h| cookie(h, name)).map(str::as_bytes);
+                let key = head.and_then(|h| cookie(h, name)).map(str::as_bytes);
                 self.pick_backend(key).map(|b| (b, None))
             }
         }
@@ -510,11 +511,9 @@ fn stable_hash(key: &[u8]) -> u64 {
 }
 
 /// The value of cookie `name` among the request's `Cookie` headers.
-fn cookie<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+fn cookie<'h>(head: &'h RequestHead, name: &str) -> Option<&'h str> {
+    head.values("cookie")
+        .filter_map(field_text)
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(k, _)| *k == name)

@@ -1,4 +1,4 @@
-//! A coarse per-thread timer for the deadlines every request carries: hyper's header read
+//! A coarse per-thread timer for the deadlines every request carries: the header read
 //! timeout (the slowloris guard, armed for every request head) and the upstream timeout.
 //!
 //! Why not tokio's timer: each tokio `Sleep` is a cache-line aligned timer entry inserted into
@@ -170,22 +170,6 @@ impl Drop for Deadline {
     }
 }
 
-impl hyper::rt::Sleep for Deadline {}
-
-/// The timer hyper's HTTP/1 server is given: its header read timeout becomes a [`Deadline`].
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct CoarseTimer;
-
-impl hyper::rt::Timer for CoarseTimer {
-    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        Box::pin(Deadline::after(duration))
-    }
-
-    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        Box::pin(Deadline::at(deadline))
-    }
-}
-
 /// Marks this thread's ticker as gone when its task ends or is dropped with the runtime, so
 /// that the next deadline starts a new one.
 struct Ticking;
@@ -338,19 +322,6 @@ mod tests {
             )
             .await
             .expect("fired on a new runtime of the same thread");
-        });
-    }
-
-    #[test]
-    fn hyper_gets_a_deadline_through_its_timer_trait() {
-        use hyper::rt::Timer;
-        runtime().block_on(async {
-            let start = Instant::now();
-            CoarseTimer.sleep(Duration::from_millis(30)).await;
-            CoarseTimer
-                .sleep_until(Instant::now() + Duration::from_millis(30))
-                .await;
-            assert!(start.elapsed() >= Duration::from_millis(60));
         });
     }
 }

@@ -23,14 +23,15 @@ use std::future::poll_fn;
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker, ready};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Response, StatusCode, Version};
+use http::header::HeaderValue;
+use http::{Method, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use rustc_hash::FxHashMap;
 use tokio::io::{AsyncWriteExt, Interest};
@@ -97,31 +98,34 @@ pub(crate) struct Outgoing {
 }
 
 impl Outgoing {
-    /// `target` is the origin-form request target (`/path?query`); `host` is added when
-    /// `headers` carry none. `Content-Length` is the buffered body's; a client's own is not
-    /// copied (hop-by-hop fields are expected to be gone already).
-    pub(crate) fn new(
+    /// `target` is the origin-form request target (`/path?query`); `fields` are the request's
+    /// header fields as (lower-case name, value), hop-by-hop ones already left out; `host` is
+    /// added when they carry none. `Content-Length` is the buffered body's; a client's own is
+    /// not copied.
+    pub(crate) fn new<'f>(
         method: &Method,
         target: &str,
-        headers: &HeaderMap,
+        fields: impl IntoIterator<Item = (&'f [u8], &'f [u8])>,
         host: Option<&HeaderValue>,
         body: Bytes,
     ) -> Outgoing {
         let coalesce = body.len() <= COALESCE_BODY;
-        let mut wire =
-            Vec::with_capacity(256 + headers.len() * 48 + if coalesce { body.len() } else { 0 });
+        let mut wire = Vec::with_capacity(1024 + if coalesce { body.len() } else { 0 });
         wire.extend_from_slice(method.as_str().as_bytes());
         wire.push(b' ');
         wire.extend_from_slice(target.as_bytes());
         wire.extend_from_slice(b" HTTP/1.1\r\n");
-        for (name, value) in headers {
-            if name == header::CONTENT_LENGTH {
-                continue;
+        let mut has_host = false;
+        for (name, value) in fields {
+            match name {
+                b"content-length" => continue,
+                b"host" => has_host = true,
+                _ => {}
             }
-            field(&mut wire, name.as_str().as_bytes(), value.as_bytes());
+            field(&mut wire, name, value);
         }
         if let Some(host) = host
-            && !headers.contains_key(header::HOST)
+            && !has_host
         {
             field(&mut wire, b"host", host.as_bytes());
         }
@@ -145,6 +149,14 @@ impl Outgoing {
             body,
             head: *method == Method::HEAD,
         }
+    }
+}
+
+#[cfg(test)]
+impl Outgoing {
+    /// The request line, fields and coalesced body as they go out.
+    pub(crate) fn wire_for_test(&self) -> &[u8] {
+        &self.wire
     }
 }
 
@@ -275,7 +287,7 @@ impl UpstreamPool {
         addr: SocketAddr,
         request: &Outgoing,
         fresh: bool,
-    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+    ) -> Result<(ResponseHead, UpstreamBody), UpstreamError> {
         while let Some(mut conn) = (!fresh).then(|| self.checkout(addr)).flatten() {
             // A write error: the instance closed the idle connection before the request was
             // all in it, so it cannot have run it. Next one.
@@ -298,7 +310,7 @@ impl UpstreamPool {
         addr: SocketAddr,
         mut conn: Conn,
         head_request: bool,
-    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+    ) -> Result<(ResponseHead, UpstreamBody), UpstreamError> {
         // Anything read yet, interim responses included: after that a closed connection is
         // a failure of this request, not a stale connection.
         let mut answered = false;
@@ -306,8 +318,8 @@ impl UpstreamPool {
             if !conn.buf.is_empty() {
                 answered = true;
                 if let Some(head) = parse_head(&mut conn.buf)? {
-                    if head.status.is_informational() {
-                        if head.status == StatusCode::SWITCHING_PROTOCOLS {
+                    if head.response.status.is_informational() {
+                        if head.response.status == StatusCode::SWITCHING_PROTOCOLS {
                             return Err(UpstreamError::Failed(
                                 "the instance switched protocols (upgrades are not proxied)"
                                     .to_owned(),
@@ -352,14 +364,13 @@ impl UpstreamPool {
         conn: Conn,
         head: Head,
         head_request: bool,
-    ) -> Response<UpstreamBody> {
+    ) -> (ResponseHead, UpstreamBody) {
         let Head {
-            status,
-            version,
-            headers,
+            response,
             framing,
             keep_alive,
         } = head;
+        let status = response.status;
         let framing = if head_request
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED
@@ -369,17 +380,14 @@ impl UpstreamPool {
             framing
         };
         let reusable = keep_alive && !matches!(framing, Framing::UntilClose);
-        let mut response = Response::new(UpstreamBody {
+        let body = UpstreamBody {
             conn: Some(conn),
             framing,
             reusable,
             pool: Arc::clone(self),
             addr,
-        });
-        *response.status_mut() = status;
-        *response.version_mut() = version;
-        *response.headers_mut() = headers;
-        response
+        };
+        (response, body)
     }
 
     /// The most recently returned idle connection to `addr` still open; closed and expired
@@ -445,11 +453,34 @@ impl UpstreamPool {
 
 /// A parsed response head.
 struct Head {
-    status: StatusCode,
-    version: Version,
-    headers: HeaderMap,
+    response: ResponseHead,
     framing: Framing,
     keep_alive: bool,
+}
+
+/// An instance's response head as it arrived: its bytes and where each field sits in them,
+/// names in lower case, for the client's answer to copy from.
+#[derive(Debug)]
+pub(crate) struct ResponseHead {
+    pub(crate) status: StatusCode,
+    bytes: Bytes,
+    fields: Vec<(Range<usize>, Range<usize>)>,
+}
+
+impl ResponseHead {
+    /// Every field as (lower-case name, value), in the order received.
+    pub(crate) fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.fields
+            .iter()
+            .map(|(name, value)| (&self.bytes[name.clone()], &self.bytes[value.clone()]))
+    }
+
+    /// The values of the fields named `name` (lower case), in order.
+    pub(crate) fn values<'a>(&'a self, name: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.fields()
+            .filter(move |(n, _)| *n == name)
+            .map(|(_, v)| v)
+    }
 }
 
 /// How the end of a response body is known (RFC 9112, section 6.3).
@@ -501,54 +532,54 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, UpstreamError> {
     } else {
         Version::HTTP_11
     };
-    // Where each field sits in the head, so that the values can share its bytes.
+    // Where each field sits in the head; names are lower-cased in place below.
     let base = buf.as_ptr() as usize;
-    let fields: Vec<(HeaderName, usize, usize)> = parsed
+    let at = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        start..start + s.len()
+    };
+    let mut fields: Vec<(Range<usize>, Range<usize>)> = parsed
         .headers
         .iter()
-        .map(|h| {
-            let name = HeaderName::from_bytes(h.name.as_bytes())
-                .map_err(|_| malformed(format!("header name {:?}", h.name)))?;
-            Ok((name, h.value.as_ptr() as usize - base, h.value.len()))
-        })
-        .collect::<Result<_, UpstreamError>>()?;
-    let head = buf.split_to(len).freeze();
-    // Room for what the gateway adds (request id, cookie); hyper also reuses this map for the
-    // next request head on the client connection, which then needs no growing either.
-    let mut headers = HeaderMap::with_capacity(fields.len() + 16);
+        .map(|h| (at(h.name.as_bytes()), at(h.value)))
+        .collect();
     let mut close = version == Version::HTTP_10;
     let mut chunked = None;
     let mut length: Option<u64> = None;
-    for (name, start, len) in fields {
-        let value = HeaderValue::from_maybe_shared(head.slice(start..start + len))
-            .map_err(|_| malformed(format!("value of {name}")))?;
-        if name == header::CONNECTION {
-            for token in value.as_bytes().split(|b| *b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    close = false;
+    for (name, value) in &fields {
+        buf[name.clone()].make_ascii_lowercase();
+        let value = &buf[value.clone()];
+        match &buf[name.clone()] {
+            b"connection" => {
+                for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        close = false;
+                    }
                 }
             }
-        } else if name == header::TRANSFER_ENCODING {
-            // Only the last coding matters: chunked, or the body runs to the close.
-            let last = value.as_bytes().rsplit(|b| *b == b',').next();
-            chunked = Some(last.is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked")));
-        } else if name == header::CONTENT_LENGTH {
-            for part in value.as_bytes().split(|b| *b == b',') {
-                let n = std::str::from_utf8(part.trim_ascii())
-                    .ok()
-                    .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                    .and_then(|s| s.parse::<u64>().ok())
-                    .ok_or_else(|| malformed("Content-Length".to_owned()))?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(malformed("conflicting Content-Length values".to_owned()));
-                }
-                length = Some(n);
+            b"transfer-encoding" => {
+                // Only the last coding matters: chunked, or the body runs to the close.
+                let last = value.rsplit(|b| *b == b',').next();
+                chunked =
+                    Some(last.is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked")));
             }
+            b"content-length" => {
+                for part in value.split(|b| *b == b',') {
+                    let n = std::str::from_utf8(part.trim_ascii())
+                        .ok()
+                        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .ok_or_else(|| malformed("Content-Length".to_owned()))?;
+                    if length.is_some_and(|l| l != n) {
+                        return Err(malformed("conflicting Content-Length values".to_owned()));
+                    }
+                    length = Some(n);
+                }
+            }
+            _ => {}
         }
-        headers.append(name, value);
     }
     let framing = match (chunked, length) {
         (Some(true), _) => Framing::Chunked(Chunk::Size),
@@ -557,15 +588,18 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, UpstreamError> {
         (None, Some(n)) => Framing::Length(n),
         (None, None) => Framing::UntilClose,
     };
+    let bytes = buf.split_to(len).freeze();
     // Framed by both fields: Transfer-Encoding wins, and the connection is not reused.
     if chunked.is_some() && length.is_some() {
         close = true;
-        headers.remove(header::CONTENT_LENGTH);
+        fields.retain(|(name, _)| &bytes[name.clone()] != b"content-length");
     }
     Ok(Some(Head {
-        status,
-        version,
-        headers,
+        response: ResponseHead {
+            status,
+            bytes,
+            fields,
+        },
         framing,
         keep_alive: !close,
     }))
@@ -680,7 +714,10 @@ fn take_up_to(buf: &mut BytesMut, left: u64) -> (Bytes, u64) {
 
 /// Takes one CRLF-terminated line (without its CRLF) off the front of `buf`, or `None` when
 /// it is not all there yet; a line longer than `limit` is an error.
-fn take_line(buf: &mut BytesMut, limit: usize) -> Result<Option<BytesMut>, &'static str> {
+pub(crate) fn take_line(
+    buf: &mut BytesMut,
+    limit: usize,
+) -> Result<Option<BytesMut>, &'static str> {
     match buf.iter().position(|b| *b == b'\n') {
         Some(end) if end > limit => Err("line too long"),
         Some(end) if end == 0 || buf[end - 1] != b'\r' => Err("bare LF"),
@@ -695,7 +732,7 @@ fn take_line(buf: &mut BytesMut, limit: usize) -> Result<Option<BytesMut>, &'sta
 }
 
 /// The size of a chunk-size line (`1a`, `1a;ext=v`, `1a ;ext`), or `None` when malformed.
-fn chunk_size(line: &[u8]) -> Option<u64> {
+pub(crate) fn chunk_size(line: &[u8]) -> Option<u64> {
     let digits = line
         .iter()
         .position(|b| !b.is_ascii_hexdigit())
@@ -884,24 +921,23 @@ mod tests {
     }
 
     fn get(addr: SocketAddr) -> Outgoing {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::HOST,
-            HeaderValue::from_str(&addr.to_string()).expect("host"),
-        );
-        Outgoing::new(&Method::GET, "/x", &headers, None, Bytes::new())
+        let host = addr.to_string();
+        Outgoing::new(
+            &Method::GET,
+            "/x",
+            [(&b"host"[..], host.as_bytes())],
+            None,
+            Bytes::new(),
+        )
     }
+
+    const NO_FIELDS: [(&[u8], &[u8]); 0] = [];
 
     /// One whole exchange: send, read the body to its end, and let the connection settle
     /// as the next request would.
     async fn exchange(pool: &Arc<UpstreamPool>, request: &Outgoing, addr: SocketAddr) -> Bytes {
-        let response = pool.send(addr, request, false).await.expect("response");
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
+        let (_, body) = pool.send(addr, request, false).await.expect("response");
+        let body = body.collect().await.expect("body").to_bytes();
         tokio::task::yield_now().await;
         body
     }
@@ -926,8 +962,8 @@ mod tests {
         let (addr, accepted) = upstream().await;
         let pool = pool();
         for fresh in [false, false, true] {
-            let response = pool.send(addr, &get(addr), fresh).await.expect("response");
-            response.into_body().collect().await.expect("body");
+            let (_, body) = pool.send(addr, &get(addr), fresh).await.expect("response");
+            body.collect().await.expect("body");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
         // Both connections are idle now: the pool keeps them for the next requests.
@@ -976,26 +1012,21 @@ mod tests {
     async fn the_request_goes_out_as_encoded() {
         let (addr, _, seen) = raw_upstream(vec!["HTTP/1.1 204 No Content\r\n\r\n"; 3]).await;
         let pool = pool();
-        let mut headers = HeaderMap::new();
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("99"));
-        headers.append("x-multi", HeaderValue::from_static("a"));
-        headers.append("x-multi", HeaderValue::from_static("b"));
+        let headers: [(&[u8], &[u8]); 3] = [
+            (b"content-length", b"99"),
+            (b"x-multi", b"a"),
+            (b"x-multi", b"b"),
+        ];
         let host = HeaderValue::from_static("app.internal");
         let post = Outgoing::new(
             &Method::POST,
             "/p?q=1",
-            &headers,
+            headers,
             Some(&host),
             Bytes::from_static(b"hello"),
         );
         exchange(&pool, &post, addr).await;
-        let empty_put = Outgoing::new(
-            &Method::PUT,
-            "/",
-            &HeaderMap::new(),
-            Some(&host),
-            Bytes::new(),
-        );
+        let empty_put = Outgoing::new(&Method::PUT, "/", NO_FIELDS, Some(&host), Bytes::new());
         exchange(&pool, &empty_put, addr).await;
         exchange(&pool, &get(addr), addr).await;
         let seen = seen.lock().expect("lock").clone();
@@ -1016,7 +1047,7 @@ mod tests {
         let (addr, _, seen) =
             raw_upstream(vec!["HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"]).await;
         let body = Bytes::from(vec![b'z'; COALESCE_BODY * 3 + 7]);
-        let post = Outgoing::new(&Method::POST, "/", &HeaderMap::new(), None, body.clone());
+        let post = Outgoing::new(&Method::POST, "/", NO_FIELDS, None, body.clone());
         exchange(&pool(), &post, addr).await;
         let seen = seen.lock().expect("lock").clone();
         assert!(
@@ -1055,8 +1086,8 @@ mod tests {
         ] {
             let (addr, _, _) = raw_upstream(vec![answer]).await;
             let pool = pool();
-            let response = pool.send(addr, &get(addr), false).await.expect("head");
-            assert!(response.into_body().collect().await.is_err(), "{answer:?}");
+            let (_, body) = pool.send(addr, &get(addr), false).await.expect("head");
+            assert!(body.collect().await.is_err(), "{answer:?}");
             assert_eq!(pool.idle_count(), 0, "{answer:?}");
         }
     }
@@ -1092,17 +1123,18 @@ mod tests {
         ])
         .await;
         let pool = pool();
-        let response = pool.send(addr, &get(addr), false).await.expect("204");
-        assert_eq!(response.status(), StatusCode::NO_CONTENT);
-        assert!(response.body().is_end_stream());
-        drop(response);
+        let (head, body) = pool.send(addr, &get(addr), false).await.expect("204");
+        assert_eq!(head.status, StatusCode::NO_CONTENT);
+        assert!(body.is_end_stream());
+        drop(body);
         assert_eq!(pool.idle_count(), 1);
         assert!(exchange(&pool, &get(addr), addr).await.is_empty());
-        let head = Outgoing::new(&Method::HEAD, "/", &HeaderMap::new(), None, Bytes::new());
-        let response = pool.send(addr, &head, false).await.expect("HEAD");
-        assert_eq!(response.headers()[header::CONTENT_LENGTH], "7");
-        assert_eq!(response.body().size_hint().exact(), Some(0));
-        drop(response);
+        let head = Outgoing::new(&Method::HEAD, "/", NO_FIELDS, None, Bytes::new());
+        let (head, body) = pool.send(addr, &head, false).await.expect("HEAD");
+        let length: Vec<&[u8]> = head.values(b"content-length").collect();
+        assert_eq!(length, [b"7"]);
+        assert_eq!(body.size_hint().exact(), Some(0));
+        drop(body);
         assert_eq!(pool.idle_count(), 1);
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
@@ -1175,14 +1207,9 @@ mod tests {
         ])
         .await;
         let pool = pool();
-        let response = pool.send(addr, &get(addr), false).await.expect("response");
+        let (_, body) = pool.send(addr, &get(addr), false).await.expect("response");
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
+        let body = body.collect().await.expect("body").to_bytes();
         assert_eq!(&body[..], b"ok");
         assert_eq!(&exchange(&pool, &get(addr), addr).await[..], b"new");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);

@@ -385,7 +385,10 @@ async fn a_request_without_host_reaches_the_upstream_with_its_address_as_host() 
     let mut response = Vec::new();
     socket.read_to_end(&mut response).await.expect("read");
     let response = String::from_utf8_lossy(&response).to_lowercase();
-    assert!(response.starts_with("http/1.0 200"), "{response}");
+    // Answered as HTTP/1.1 (RFC 9110, section 2.5: the highest minor version the gateway
+    // conforms to), framed by length, and closed: the client did not ask for keep-alive.
+    assert!(response.starts_with("http/1.1 200"), "{response}");
+    assert!(response.contains("\r\nconnection: close\r\n"), "{response}");
     assert!(
         response.contains(&format!("x-seen-host: {}\r\n", upstream.addr)),
         "{response}"

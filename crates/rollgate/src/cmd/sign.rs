@@ -106,9 +106,8 @@ fn quote(s: &str) -> String {
 mod tests {
     use std::sync::Arc;
 
-    use hyper::header::{HeaderMap, HeaderValue};
     use rollgate_core::config::edge::{AuthConfig, AuthRequirement, AuthRoute, KeyUse};
-    use rollgate_gateway::{AuthFailure, Authenticator, KeyMaterial, StaticKeys};
+    use rollgate_gateway::{AuthFailure, Authenticator, Credentials, KeyMaterial, StaticKeys};
 
     use super::*;
 
@@ -135,9 +134,10 @@ mod tests {
             ..AuthConfig::default()
         };
         let auth = Authenticator::new(&config, vec![Arc::new(keys)]).expect("authenticator");
-        let mut headers = HeaderMap::new();
-        headers.insert("x-timestamp", HeaderValue::from_str(&ts).expect("ts"));
-        headers.insert("x-signature", HeaderValue::from_str(&sig).expect("sig"));
+        let headers = Credentials::from_fields([
+            ("X-Timestamp", ts.as_bytes()),
+            ("X-Signature", sig.as_bytes()),
+        ]);
         // The gateway sees the query in another order and spelling: it still verifies.
         let verdict = auth.authenticate(
             "POST",
