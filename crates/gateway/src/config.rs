@@ -29,7 +29,9 @@ pub struct GatewayConfig {
     /// Limit from forwarding a request to receiving the upstream's response headers, across
     /// all instances tried; beyond it the client gets 504 `upstream_timeout`.
     pub upstream_timeout: Duration,
-    /// Limit on reading a client's request headers; slow clients are disconnected.
+    /// Limit on reading a client's request headers, counted from when the connection is ready
+    /// for a request (new, or done with the previous one): slow clients and connections idle
+    /// between requests are disconnected.
     pub header_read_timeout: Duration,
     /// Request line plus headers over this many bytes get 431 `headers_too_large`. The
     /// connection's read buffer is capped at twice this (at least 8 KiB): a client sending

@@ -297,10 +297,9 @@ impl Body for ResponseBody {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
-        // Dropped before `poll_frame` said it ended: either hyper did not poll again after a
-        // body that says it has ended (its length reached), or the client went away mid-body.
-        // Both are recorded with the status already sent; the upstream body then keeps or
-        // closes its connection by itself.
+        // Dropped before `poll_frame` said it ended: an answer without a body (HEAD, 204,
+        // 304), or the client went away mid-body. Both are recorded with the status already
+        // sent; the upstream body then keeps or closes its connection by itself.
         self.finish();
     }
 }

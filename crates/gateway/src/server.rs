@@ -42,8 +42,9 @@ use crate::upstream::{self, ResponseHead};
 /// Read buffer growth; a read is not started with less room than `MIN_READ`.
 const READ_CHUNK: usize = 8 * 1024;
 const MIN_READ: usize = 2048;
-/// Body bytes up to this size are copied behind the head (or the previous chunk) and go out in
-/// one write with it; larger frames are written on their own.
+/// Body bytes up to this size are copied behind the head (or the previous frame) and go out in
+/// one write with it; larger frames are written on their own, and what is gathered is written
+/// once it reaches this size.
 const COALESCE: usize = 16 * 1024;
 /// What a client may pipeline behind a request in flight before the gateway stops reading.
 const MAX_PIPELINED: usize = 64 * 1024;
@@ -531,6 +532,10 @@ async fn write_reply(
         }
         if chunked {
             out.extend_from_slice(b"\r\n");
+        }
+        // A body that keeps coming as fast as it is asked for goes out in pieces, not whole.
+        if out.len() >= COALESCE {
+            write_all(stream, out).await?;
         }
     }
     if chunked {

@@ -37,6 +37,8 @@ use rustc_hash::FxHashMap;
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
+use crate::server::push_field;
+
 /// Header fields accepted in a response head (hyper's default).
 const MAX_HEADERS: usize = 100;
 /// Largest response head accepted (hyper's default buffer limit).
@@ -122,16 +124,16 @@ impl Outgoing {
                 b"host" => has_host = true,
                 _ => {}
             }
-            field(&mut wire, name, value);
+            push_field(&mut wire, name, value);
         }
         if let Some(host) = host
             && !has_host
         {
-            field(&mut wire, b"host", host.as_bytes());
+            push_field(&mut wire, b"host", host.as_bytes());
         }
         // A body-less POST, PUT or PATCH still says so; other body-less methods say nothing.
         if !body.is_empty() || matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
-            field(
+            push_field(
                 &mut wire,
                 b"content-length",
                 itoa::Buffer::new().format(body.len()).as_bytes(),
@@ -158,13 +160,6 @@ impl Outgoing {
     pub(crate) fn wire_for_test(&self) -> &[u8] {
         &self.wire
     }
-}
-
-fn field(wire: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    wire.extend_from_slice(name);
-    wire.extend_from_slice(b": ");
-    wire.extend_from_slice(value);
-    wire.extend_from_slice(b"\r\n");
 }
 
 /// One worker's idle connections, by instance address (hashed with FxHash: the addresses come
@@ -776,7 +771,8 @@ impl Body for UpstreamBody {
                     let (data, left) = take_up_to(&mut conn.buf, left);
                     this.framing = Framing::Length(left);
                     if left == 0 {
-                        // Given back now: hyper may not poll a body that says it has ended.
+                        // Given back now, before the client has the bytes: the next request
+                        // may want this connection while they are being written.
                         this.release();
                     }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
@@ -817,8 +813,8 @@ impl Body for UpstreamBody {
 
 impl Drop for UpstreamBody {
     fn drop(&mut self) {
-        // A body that ended without being polled to its end (no body at all, or hyper
-        // stopping at the length) still gives its connection back; any other is closed.
+        // A body that ended without being polled to its end (no body at all: HEAD, 204, 304)
+        // still gives its connection back; any other is closed.
         self.release();
     }
 }

@@ -7,8 +7,8 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use rollgate_gateway::{Backend, GatewayConfig, Upstream};
-use support::{TestGateway, TestUpstream, backend, table};
+use rollgate_gateway::GatewayConfig;
+use support::{TestGateway, TestUpstream, backend, one_instance, table};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -387,17 +387,7 @@ async fn a_body_without_length_is_chunked_for_http_1_1_and_ends_with_the_close_f
             header_read_timeout: PATIENCE * 2,
             ..GatewayConfig::default()
         },
-        table(
-            "api",
-            vec![Backend {
-                version: 1,
-                weight: 1000,
-                instances: vec![Upstream {
-                    id: "chunked".to_owned(),
-                    addr,
-                }],
-            }],
-        ),
+        one_instance("chunked", addr),
     )
     .await;
     let mut client = Client::connect(gateway.addr).await;

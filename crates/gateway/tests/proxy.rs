@@ -12,7 +12,7 @@ use http::StatusCode;
 use rollgate_gateway::{Backend, GatewayConfig, RouteTable, Upstream};
 use support::{
     ANSWER_AFTER_MS, ANSWER_STATUS, TestClient, TestGateway, TestUpstream, backend, eventually,
-    refused_addr, route, table,
+    one_instance, refused_addr, route, table,
 };
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -281,20 +281,6 @@ async fn a_refusing_instance_is_retried_on_the_other_instance() {
 }
 
 /// App `api` with one version of one instance, an upstream that is not a `TestUpstream`.
-fn one_instance(id: &str, addr: std::net::SocketAddr) -> RouteTable {
-    table(
-        "api",
-        vec![Backend {
-            version: 1,
-            weight: 1000,
-            instances: vec![Upstream {
-                id: id.to_owned(),
-                addr,
-            }],
-        }],
-    )
-}
-
 /// An upstream that closes the first connection it gets right after reading the request,
 /// without answering (an app closing an idle keep-alive connection as it is reused), and
 /// answers `200 ok` on every later one.

@@ -215,6 +215,21 @@ pub fn route(app: &str, hosts: &[&str], prefix: &str, backends: Vec<Backend>) ->
     }
 }
 
+/// A table of app `api` with one version of one instance, `id` at `addr`.
+pub fn one_instance(id: &str, addr: SocketAddr) -> RouteTable {
+    table(
+        "api",
+        vec![Backend {
+            version: 1,
+            weight: 1000,
+            instances: vec![Upstream {
+                id: id.to_owned(),
+                addr,
+            }],
+        }],
+    )
+}
+
 pub fn backend(version: u64, weight: u32, instances: &[&TestUpstream]) -> Backend {
     Backend {
         version,
