@@ -20,11 +20,15 @@ const STACK_FIELDS: usize = 256;
 /// A request head, parsed.
 #[derive(Debug)]
 pub(crate) struct RequestHead {
+    /// The head as received (field values are read from here).
     bytes: Bytes,
+    /// The request target followed by every field name, checked as text once: the phases ask
+    /// for names, the path and the query as `&str` many times per request.
+    text: String,
     method: Method,
     version: Version,
-    /// The path and query in it: all of it in origin form, the part after the authority in
-    /// absolute form (`http://host/path?query`).
+    /// The path and query in the target (at the start of `text`): all of it in origin form,
+    /// the part after the authority in absolute form (`http://host/path?query`).
     path_and_query: Range<usize>,
     /// Where the query starts (after its `?`), if there is one.
     query: Option<usize>,
@@ -42,7 +46,9 @@ pub(crate) struct RequestHead {
 
 #[derive(Debug, Clone)]
 struct Field {
+    /// In `text`.
     name: Range<usize>,
+    /// In `bytes`.
     value: Range<usize>,
 }
 
@@ -113,25 +119,32 @@ impl RequestHead {
             .path
             .map(|p| at(p.as_bytes()))
             .ok_or(HeadError::Malformed("request target"))?;
+        let names: usize = parsed.headers.iter().map(|h| h.name.len()).sum();
+        let mut text = Vec::with_capacity(target.len() + names);
+        text.extend_from_slice(&buf[target.clone()]);
         let fields: Vec<Field> = parsed
             .headers
             .iter()
-            .map(|h| Field {
-                name: at(h.name.as_bytes()),
-                value: at(h.value),
+            .map(|h| {
+                let start = text.len();
+                text.extend_from_slice(h.name.as_bytes());
+                text[start..].make_ascii_lowercase();
+                Field {
+                    name: start..text.len(),
+                    value: at(h.value),
+                }
             })
             .collect();
-        for field in &fields {
-            buf[field.name.clone()].make_ascii_lowercase();
-        }
         let bytes = buf.split_to(len).freeze();
-        let (path_and_query, authority) = split_target(&bytes, target, &method)?;
-        let query = bytes[path_and_query.clone()]
-            .iter()
-            .position(|b| *b == b'?')
+        let (path_and_query, authority) = split_target(&text[..target.len()], &method)?;
+        // The target was checked to be visible ASCII and names are tokens: this cannot fail.
+        let text = String::from_utf8(text).map_err(|_| HeadError::Malformed("field name"))?;
+        let query = text[path_and_query.clone()]
+            .find('?')
             .map(|i| path_and_query.start + i + 1);
         let mut head = RequestHead {
             bytes,
+            text,
             method,
             version,
             path_and_query,
@@ -154,7 +167,7 @@ impl RequestHead {
         let mut length: Option<u64> = None;
         for field in &self.fields {
             let value = &self.bytes[field.value.clone()];
-            match &self.bytes[field.name.clone()] {
+            match self.text[field.name.clone()].as_bytes() {
                 b"connection" => {
                     for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
                         if token.eq_ignore_ascii_case(b"close") {
@@ -261,14 +274,14 @@ impl RequestHead {
     pub(crate) fn fields(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.fields
             .iter()
-            .map(|f| (self.text(f.name.clone()), &self.bytes[f.value.clone()]))
+            .map(|f| (&self.text[f.name.clone()], &self.bytes[f.value.clone()]))
     }
 
     /// The values of the fields named `name` (lower case), in order.
     pub(crate) fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.fields
             .iter()
-            .filter(move |f| &self.bytes[f.name.clone()] == name.as_bytes())
+            .filter(move |f| &self.text[f.name.clone()] == name)
             .map(|f| &self.bytes[f.value.clone()])
     }
 
@@ -283,10 +296,9 @@ impl RequestHead {
         self.first(name).and_then(field_text)
     }
 
-    /// A part of the head known to be ASCII (the target and names are checked so by the
-    /// parser and [`split_target`]).
+    /// A part of the target.
     fn text(&self, range: Range<usize>) -> &str {
-        std::str::from_utf8(&self.bytes[range]).unwrap_or_default()
+        &self.text[range]
     }
 }
 
@@ -341,34 +353,29 @@ fn parse_decimal(digits: &[u8]) -> Option<u64> {
 /// target, its authority. Only origin form (`/path`), absolute form (`http://host/path`) and
 /// `*` (for OPTIONS) are served; every byte must be visible ASCII.
 fn split_target(
-    bytes: &[u8],
-    target: Range<usize>,
+    target: &[u8],
     method: &Method,
 ) -> Result<(Range<usize>, Option<Range<usize>>), HeadError> {
-    let text = &bytes[target.clone()];
-    if !text.iter().all(|b| (0x21..0x7f).contains(b)) {
+    let whole = 0..target.len();
+    if !target.iter().all(|b| (0x21..0x7f).contains(b)) {
         return Err(HeadError::Malformed("request target"));
     }
-    if text.first() == Some(&b'/') {
-        return Ok((target, None));
-    }
-    if text == b"*" && *method == Method::OPTIONS {
-        return Ok((target, None));
+    if target.first() == Some(&b'/') || (target == b"*" && *method == Method::OPTIONS) {
+        return Ok((whole, None));
     }
     let scheme = ["http://", "https://"]
         .iter()
-        .find(|s| text.len() >= s.len() && text[..s.len()].eq_ignore_ascii_case(s.as_bytes()))
+        .find(|s| target.len() >= s.len() && target[..s.len()].eq_ignore_ascii_case(s.as_bytes()))
         .ok_or(HeadError::Malformed("request target"))?;
-    let start = target.start + scheme.len();
-    let rest = &bytes[start..target.end];
-    let end = rest
+    let start = scheme.len();
+    let end = target[start..]
         .iter()
         .position(|b| matches!(b, b'/' | b'?' | b'#'))
-        .map_or(target.end, |i| start + i);
+        .map_or(target.len(), |i| start + i);
     if end == start {
         return Err(HeadError::Malformed("request target"));
     }
-    Ok((end..target.end, Some(start..end)))
+    Ok((end..target.len(), Some(start..end)))
 }
 
 #[cfg(test)]
