@@ -529,6 +529,82 @@ mod tests {
     }
 
     #[test]
+    fn random_heads_never_panic_and_what_parses_is_consistent() {
+        const METHODS: [&str; 4] = ["GET", "POST", "OPTIONS", "G\u{e9}T"];
+        const TARGETS: [&str; 8] = [
+            "/",
+            "/a?b=1&c",
+            "*",
+            "http://h:1/p?q",
+            "https://[::1]",
+            "HTTP://x?y",
+            "/%00?",
+            "/a b",
+        ];
+        const FIELDS: [&str; 12] = [
+            "Host: a",
+            "Content-Length: 3",
+            "content-length: 3, 4",
+            "Transfer-Encoding: chunked",
+            "Connection: close, X-A",
+            "X-A: 1",
+            "Expect: 100-continue",
+            "x-\u{e9}: v",
+            "x: \u{e9}",
+            "bad name: 1",
+            " folded",
+            "Cookie: a=1; b=2",
+        ];
+        const NOISE: [&str; 6] = ["\r", "\n", ":", " ", "\r\n", "\u{0}"];
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let (mut complete, mut refused) = (0, 0);
+        for _ in 0..20_000 {
+            let mut head = format!(
+                "{} {} HTTP/1.{}\r\n",
+                METHODS[next(METHODS.len())],
+                TARGETS[next(TARGETS.len())],
+                next(2)
+            );
+            for _ in 0..next(6) {
+                head.push_str(FIELDS[next(FIELDS.len())]);
+                head.push_str("\r\n");
+            }
+            head.push_str("\r\n");
+            if next(4) == 0 {
+                let at = next(head.len());
+                if head.is_char_boundary(at) {
+                    head.insert_str(at, NOISE[next(NOISE.len())]);
+                }
+            }
+            let mut buf = BytesMut::from(head.as_bytes());
+            let before = buf.len();
+            match RequestHead::parse(&mut buf, 4) {
+                Ok(Some(parsed)) => {
+                    complete += 1;
+                    assert_eq!(parsed.wire_len() + buf.len(), before, "{head:?}");
+                    let path = parsed.path();
+                    assert!(path.starts_with('/') || path == "*", "{head:?}");
+                    assert!(parsed.path_and_query().starts_with(path), "{head:?}");
+                    for (name, _) in parsed.fields() {
+                        assert_eq!(name, name.to_ascii_lowercase(), "{head:?}");
+                        assert!(parsed.first(name).is_some(), "{head:?}");
+                    }
+                }
+                Ok(None) => assert_eq!(buf.len(), before, "{head:?}"),
+                Err(_) => refused += 1,
+            }
+        }
+        // The generator reaches both sides.
+        assert!(complete > 2_000 && refused > 2_000, "{complete} {refused}");
+    }
+
+    #[test]
     fn field_text_is_what_header_values_accept() {
         assert_eq!(field_text(b"a b\tc"), Some("a b\tc"));
         assert_eq!(field_text(b"caf\xc3\xa9"), None);
