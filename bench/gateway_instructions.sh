@@ -4,14 +4,17 @@
 # a shared 2-core VM varies by ±15 % between rounds; these counts by about 1 % plain and up to
 # ~3 % with the WAF, whose regex compilation differs slightly from run to run).
 #
-#   bench/gateway_instructions.sh          plain gateway, with the WAF, with full security, and
-#                                          with full security signing every request
+#   bench/gateway_instructions.sh          plain gateway, with the WAF, with full security, with
+#                                          full security and varied requests, and with full
+#                                          security signing every request
 #   MODES="full" bench/gateway_instructions.sh   only some of the modes
 #   TOP=25 bench/gateway_instructions.sh   also list the 25 costliest functions (inclusive)
 #
 # Runs crates/gateway/examples/proxy_instructions.rs (one gateway worker, an access log, an
 # in-process client and upstream, GET /api/users?id=42 with browser headers and an X-API-Key;
-# full mode adds the per-IP rate limit, the API key check and the per-key rate limit; signed mode
+# full mode adds the per-IP rate limit, the API key check and the per-key rate limit; varied mode
+# is full mode with requests that differ as bench/waf/varied.lua's do (new query values on every
+# request, 24 User-Agents in turn); signed mode
 # is full mode with an HMAC signature on every route instead of the API key, and a new query
 # value on every request, since a signature is accepted once) twice per mode,
 # with SHORT and LONG requests, and reports (LONG total − SHORT total) / (LONG − SHORT). Counting
@@ -51,7 +54,7 @@ count() { # n mode -> "whole gateway-thread gateway-thread-file", instructions a
 
 echo "| gateway | instructions per request, whole process (client + gateway + upstream) | gateway worker thread |"
 echo "|---|---|---|"
-for mode in ${MODES:-plain edge full signed}; do
+for mode in ${MODES:-plain edge full varied signed}; do
     arg=""
     [[ $mode != plain ]] && arg=$mode
     read -r short_whole short_gw _ < <(count "$SHORT" "$arg")

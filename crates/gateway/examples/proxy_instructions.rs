@@ -2,12 +2,14 @@
 //! under `valgrind --tool=callgrind` (`bench/gateway_instructions.sh`): counts that do not
 //! move with the machine's load, unlike wall-clock throughput on a shared 2-core VM.
 //!
-//! `proxy_instructions N [edge|full|signed]`: N sequential GETs of `/api/users?id=42` with browser-like
+//! `proxy_instructions N [edge|full|varied|signed]`: N sequential GETs of `/api/users?id=42` with browser-like
 //! headers over one keep-alive connection, from an in-process client, through a gateway with
 //! one worker and an access log, to an in-process hyper upstream. With `edge`, the gateway has
 //! the default edge policy (every WAF detector in block mode) without the per-IP rate limit.
 //! With `full`, the full-security gateway of `bench/waf/side_by_side.sh`: the WAF, the per-IP
 //! rate limit, an API key on every route and the per-key rate limit (limits far above N).
+//! With `varied`, the full-security gateway with requests that differ as `bench/waf/varied.lua`'s
+//! do: new `id`, `q` and `sort` values on every request and one of 24 User-Agents in turn.
 //! With `signed`, the same but every route needs an HMAC signature instead of the API key: each
 //! request carries `X-Timestamp` and `X-Signature` (made by the client, outside the gateway's
 //! thread), and its query is `id=<request number>`, since a signature is accepted only once.
@@ -31,7 +33,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() {
     let mut args = std::env::args().skip(1);
     let Some(n) = args.next().and_then(|n| n.parse::<usize>().ok()) else {
-        eprintln!("usage: proxy_instructions N [edge|full|signed]");
+        eprintln!("usage: proxy_instructions N [edge|full|varied|signed]");
         std::process::exit(2);
     };
     let mode = args.next().unwrap_or_default();
@@ -80,7 +82,7 @@ async fn run(n: usize, mode: &str) {
             };
             config = config.with_edge(Some(&policy)).expect("edge policy");
         }
-        "full" | "signed" => {
+        "full" | "varied" | "signed" => {
             if std::env::var("PROXY_INSTRUCTIONS_KEY").as_deref() != Ok(KEY_SECRET) {
                 panic!("{mode} mode needs PROXY_INSTRUCTIONS_KEY={KEY_SECRET} in the environment");
             }
@@ -110,7 +112,7 @@ rate_limit = {{ requests = 1000000, per = "1s" }}
             config = config.with_edge(Some(&policy)).expect("edge policy");
         }
         "" => {}
-        other => panic!("unknown mode {other:?}: expected edge, full or signed"),
+        other => panic!("unknown mode {other:?}: expected edge, full, varied or signed"),
     }
     let gateway = Gateway::bind(config).await.expect("bind gateway");
     let addr = gateway.local_addr();
@@ -137,15 +139,56 @@ rate_limit = {{ requests = 1000000, per = "1s" }}
     }));
 
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    // As varied.lua: words for the query, and 24 User-Agents from 3 systems and 8 versions.
+    const WORDS: [&str; 18] = [
+        "shipped", "pending", "created", "name", "price", "blue", "green", "north", "delta",
+        "omega", "paper", "stone", "river", "maple", "cedar", "amber", "coral", "ivory",
+    ];
+    const VERSIONS: [&str; 8] = [
+        "120.0.6099.109",
+        "121.0.6167.85",
+        "122.0.6261.94",
+        "123.0.6312.58",
+        "124.0.6367.91",
+        "125.0.6422.60",
+        "126.0.6478.61",
+        "127.0.6533.72",
+    ];
+    const SYSTEMS: [&str; 3] = [
+        "Windows NT 10.0; Win64; x64",
+        "Macintosh; Intel Mac OS X 10_15_7",
+        "X11; Linux x86_64",
+    ];
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut random = move |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
     for i in 0..n {
-        let query = if mode == "signed" {
-            format!("id={i}")
-        } else {
-            "id=42".to_owned()
+        let mut user_agent = "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0".to_owned();
+        let query = match mode {
+            "signed" => format!("id={i}"),
+            "varied" => {
+                user_agent = format!(
+                    "Mozilla/5.0 ({}) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{} Safari/537.36",
+                    SYSTEMS[i % 3],
+                    VERSIONS[i / 3 % 8]
+                );
+                format!(
+                    "id={}&q={}{}&sort={}",
+                    random(100_000_000) + 1,
+                    WORDS[random(WORDS.len())],
+                    random(9999) + 1,
+                    WORDS[random(WORDS.len())]
+                )
+            }
+            _ => "id=42".to_owned(),
         };
         let mut request = hyper::Request::get(format!("http://{addr}/api/users?{query}"))
             .header("host", "localhost")
-            .header("user-agent", "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0")
+            .header("user-agent", user_agent)
             .header("accept", "text/html,*/*;q=0.8")
             .header("accept-language", "en-GB,en;q=0.9");
         if mode == "signed" {
