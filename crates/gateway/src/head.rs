@@ -103,10 +103,7 @@ impl RequestHead {
             Err(_) => return Err(HeadError::Malformed("request line or header field")),
         };
         let base = buf.as_ptr() as usize;
-        let at = |s: &[u8]| {
-            let start = s.as_ptr() as usize - base;
-            start..start + s.len()
-        };
+        let at = |part: &[u8]| place(base, part);
         let method = parsed
             .method
             .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
@@ -302,6 +299,16 @@ impl RequestHead {
     }
 }
 
+/// Where `part`, a slice httparse gave out of the buffer starting at address `base`, sits in
+/// that buffer. An empty slice may not point into it, and needs no place.
+pub(crate) fn place(base: usize, part: &[u8]) -> Range<usize> {
+    if part.is_empty() {
+        return 0..0;
+    }
+    let start = part.as_ptr() as usize - base;
+    start..start + part.len()
+}
+
 /// The fields of a message that describe one connection rather than the message (RFC 9110,
 /// section 7.6.1), which a proxy does not pass on: `Connection` and every field it names,
 /// `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`.
@@ -422,6 +429,16 @@ mod tests {
                 "content-length"
             ]
         );
+    }
+
+    #[test]
+    fn empty_values_and_an_empty_query_are_read() {
+        let head = parse_for_test("GET /a? HTTP/1.1\r\nx-empty:\r\nx-spaces:   \r\nx-b: 1\r\n\r\n");
+        assert_eq!(head.first("x-empty"), Some(&b""[..]));
+        assert_eq!(head.first("x-spaces"), Some(&b""[..]));
+        assert_eq!(head.first("x-b"), Some(&b"1"[..]));
+        assert_eq!(head.query(), Some(""));
+        assert_eq!(head.path(), "/a");
     }
 
     #[test]

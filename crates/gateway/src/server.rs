@@ -5,9 +5,9 @@
 //! hyper's server, because the gateway never needs a request as a header map, and hyper's
 //! server built one for every request and encoded one for every response: the request head is
 //! read into a [`RequestHead`] of ranges over its own bytes, and the instance's response head
-//! is passed through, its fields copied from the bytes they arrived in. Bodies are small
-//! here: the request body is buffered whole by the body phase (so the WAF can read it and a
-//! retry can send it again), and the response body streams from the upstream connection.
+//! is passed through, its fields copied from the bytes they arrived in. The request body is
+//! read whole, when the body phase asks for it (so the WAF can read it and a retry can send it
+//! again); the response body streams from the upstream connection.
 //!
 //! What it keeps of HTTP/1.1 (RFC 9112): keep-alive and pipelining; `Content-Length` and
 //! chunked request bodies; `Expect: 100-continue`; responses framed by `Content-Length`, by
@@ -19,7 +19,8 @@
 //! connection's buffer or with too many fields with 431, and protocol upgrades, which reach the
 //! instance as plain requests (`Upgrade` is hop-by-hop). A client that has sent no complete
 //! head within the header read timeout, on a new connection or between requests on a kept-alive
-//! one, is disconnected without an answer.
+//! one, is disconnected without an answer. A connection the client may still be writing to is
+//! closed lingering (see [`ClientConn::close`]).
 
 use std::future::poll_fn;
 use std::io;
@@ -37,7 +38,7 @@ use crate::head::{BodyFraming, HeadError, RequestHead};
 use crate::phases::{self, Peer, Shared};
 use crate::record::ResponseBody;
 use crate::timer::Deadline;
-use crate::upstream::{self, ResponseHead};
+use crate::upstream::{self, MAX_CHUNK_LINE, MAX_TRAILERS, ResponseHead};
 
 /// Read buffer growth; a read is not started with less room than `MIN_READ`.
 const READ_CHUNK: usize = 8 * 1024;
@@ -56,9 +57,6 @@ const DEFAULT_FIELD_CAP: usize = 100;
 /// sends (see [`ClientConn::close`]).
 const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 const LINGER_BYTES: usize = 16 * 1024 * 1024;
-/// Longest chunk-size line (with extensions) and largest trailer section accepted.
-const MAX_CHUNK_LINE: usize = 4096;
-const MAX_TRAILERS: usize = 64 * 1024;
 
 /// The gateway's answer to one request: the instance's response head passed through, or the
 /// gateway's own, and the body.
@@ -268,7 +266,7 @@ impl ClientConn {
 }
 
 /// One read of what `stream` has into `buf`, waiting until it has something.
-pub(crate) fn poll_read(
+fn poll_read(
     stream: &TcpStream,
     buf: &mut BytesMut,
     cx: &mut Context<'_>,

@@ -43,9 +43,10 @@ use crate::server::push_field;
 const MAX_HEADERS: usize = 100;
 /// Largest response head accepted (hyper's default buffer limit).
 const MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
-/// Longest chunk-size line (with extensions) and largest trailer section accepted.
-const MAX_CHUNK_LINE: usize = 4096;
-const MAX_TRAILERS: usize = 64 * 1024;
+/// Longest chunk-size line (with extensions) and largest trailer section accepted, in
+/// responses and (by the server side) in requests.
+pub(crate) const MAX_CHUNK_LINE: usize = 4096;
+pub(crate) const MAX_TRAILERS: usize = 64 * 1024;
 /// Read buffer growth; a read is not started with less room than `MIN_READ`.
 const READ_CHUNK: usize = 16 * 1024;
 const MIN_READ: usize = 4096;
@@ -529,10 +530,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, UpstreamError> {
     };
     // Where each field sits in the head; names are lower-cased in place below.
     let base = buf.as_ptr() as usize;
-    let at = |s: &[u8]| {
-        let start = s.as_ptr() as usize - base;
-        start..start + s.len()
-    };
+    let at = |part: &[u8]| crate::head::place(base, part);
     let mut fields: Vec<(Range<usize>, Range<usize>)> = parsed
         .headers
         .iter()
