@@ -305,6 +305,10 @@ pub struct RequestLimits {
     /// `body_timeout`.
     #[serde(with = "ms")]
     pub body_timeout: Duration,
+    /// Time the client may take no bytes of its answer while the gateway has some to send;
+    /// default 60 s (nginx's `send_timeout`); then the connection closes.
+    #[serde(with = "ms")]
+    pub send_timeout: Duration,
 }
 
 impl Default for RequestLimits {
@@ -315,6 +319,7 @@ impl Default for RequestLimits {
             max_body_bytes: 8 * 1024 * 1024,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -351,6 +356,7 @@ const LIMIT_KEYS: &[&str] = &[
     "max_body",
     "header_timeout",
     "body_timeout",
+    "send_timeout",
 ];
 const RATE_HELP: &str = "expected false, a rate like \"2000/5m\" or { requests = 2000, per = \"5m\", mode = \"block\" }";
 
@@ -693,6 +699,7 @@ fn parse_limits(t: &T<'_>, cx: &mut Cx) -> RequestLimits {
         max_body_bytes: size(&lt, "max_body", 0, 1 << 30, cx).unwrap_or(d.max_body_bytes),
         header_timeout: timeout("header_timeout", d.header_timeout, cx),
         body_timeout: timeout("body_timeout", d.body_timeout, cx),
+        send_timeout: timeout("send_timeout", d.send_timeout, cx),
     }
 }
 
@@ -788,7 +795,7 @@ deny_ips = ["203.0.113.0/24", "198.51.100.7"]
 ip_mode = "block"
 rate_limit = { requests = 5, per = "1s", mode = "block" }
 waf = { mode = "block", sqli = "count", xss = true, traversal = false, paranoia = "strict", max_inspected = "16KiB", exclusions = [{ path_prefix = "/search", rules = ["sqli"] }, { path_prefix = "/cms/", fields = ["json:$.html"] }] }
-limits = { max_header_bytes = "16KiB", max_headers = 50, max_body = "1MiB", header_timeout = "5s", body_timeout = "2s" }
+limits = { max_header_bytes = "16KiB", max_headers = 50, max_body = "1MiB", header_timeout = "5s", body_timeout = "2s", send_timeout = "20s" }
 "#,
         );
         assert_eq!(edge.mode, EdgeMode::Count);
@@ -824,6 +831,7 @@ limits = { max_header_bytes = "16KiB", max_headers = 50, max_body = "1MiB", head
                 max_body_bytes: 1 << 20,
                 header_timeout: Duration::from_secs(5),
                 body_timeout: Duration::from_secs(2),
+                send_timeout: Duration::from_secs(20),
             }
         );
     }

@@ -14,8 +14,8 @@ use crate::keys::KeySource;
 ///
 /// Defaults: listen `127.0.0.1:0` (the OS picks a port), env `default`, no access log,
 /// connect timeout 2 s, upstream timeout 30 s, header read timeout 10 s, headers at most
-/// 32 KiB and 100 fields, body limit 8 MiB, body read timeout 30 s, upstream idle keep-alive
-/// 30 s, shutdown grace 10 s, no edge policy.
+/// 32 KiB and 100 fields, body limit 8 MiB, body read timeout 30 s, send timeout 60 s,
+/// upstream idle keep-alive 30 s, shutdown grace 10 s, no edge policy.
 #[derive(Clone, Debug)]
 pub struct GatewayConfig {
     /// Environment name, for logs and the access log `env` field.
@@ -46,6 +46,10 @@ pub struct GatewayConfig {
     /// Limit on receiving the whole request body once its headers are in; a client that
     /// trickles its body (slowloris) gets 408 `body_timeout` and the connection is closed.
     pub body_read_timeout: Duration,
+    /// Limit on a client taking none of its answer while the gateway has bytes to send it (a
+    /// client that stops reading holds its connection and the instance's); then the
+    /// connection is closed.
+    pub send_timeout: Duration,
     /// Idle upstream keep-alive connections are closed after this long.
     pub idle_pool_timeout: Duration,
     /// After shutdown is requested, in-flight requests get this long to finish.
@@ -76,6 +80,7 @@ impl Default for GatewayConfig {
             max_headers: 100,
             max_body_bytes: 8 * 1024 * 1024,
             body_read_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(60),
             idle_pool_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             workers: 0,
@@ -109,6 +114,7 @@ impl GatewayConfig {
         self.max_body_bytes = limits.max_body_bytes;
         self.header_read_timeout = limits.header_timeout;
         self.body_read_timeout = limits.body_timeout;
+        self.send_timeout = limits.send_timeout;
         self.edge = Some(Arc::new(EdgePolicy::with_keys(edge, keys)?));
         Ok(self)
     }

@@ -27,6 +27,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{Method, StatusCode, Version};
@@ -55,7 +56,7 @@ const MIN_HEAD_BUFFER: usize = 8192;
 const DEFAULT_FIELD_CAP: usize = 100;
 /// How long, and for how many bytes at most, a closing connection reads what the client still
 /// sends (see [`ClientConn::close`]).
-const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+const LINGER: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 16 * 1024 * 1024;
 
 /// The gateway's answer to one request: the instance's response head passed through, or the
@@ -106,6 +107,7 @@ enum Unread {
 /// A client connection: the socket and what was read from it but not used yet.
 pub(crate) struct ClientConn {
     stream: TcpStream,
+    send_timeout: Duration,
     buf: BytesMut,
     body: Unread,
     expect_continue: bool,
@@ -114,13 +116,21 @@ pub(crate) struct ClientConn {
 }
 
 impl ClientConn {
-    fn new(stream: TcpStream) -> Self {
+    fn new(stream: TcpStream, send_timeout: Duration) -> Self {
         ClientConn {
             stream,
+            send_timeout,
             buf: BytesMut::with_capacity(READ_CHUNK),
             body: Unread::Nothing,
             expect_continue: false,
             gone: false,
+        }
+    }
+
+    fn sender(&self) -> Sender<'_> {
+        Sender {
+            stream: &self.stream,
+            timeout: self.send_timeout,
         }
     }
 
@@ -148,9 +158,7 @@ impl ClientConn {
         self.body = Unread::Broken;
         if self.expect_continue {
             self.expect_continue = false;
-            self.stream
-                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-                .await?;
+            self.sender().send(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
         }
         let body = match framing {
             BodyFraming::Length(n) => {
@@ -286,7 +294,7 @@ struct HeadLimits {
     /// Buffered bytes without a complete head beyond which the head is refused (431).
     max_buffer: usize,
     max_fields: usize,
-    timeout: std::time::Duration,
+    timeout: Duration,
 }
 
 /// Serves one client connection until the client closes it, an answer closes it, or `stopped`
@@ -311,7 +319,7 @@ pub(crate) async fn serve_connection(
         },
         timeout: config.header_read_timeout,
     };
-    let mut conn = ClientConn::new(stream);
+    let mut conn = ClientConn::new(stream, config.send_timeout);
     let mut out = Vec::with_capacity(1024);
     loop {
         let head = match read_head(&mut conn, &limits, &mut stopped).await {
@@ -325,7 +333,7 @@ pub(crate) async fn serve_connection(
                     }
                 };
                 tracing::debug!(client = %peer.addr, error = %err, "request head refused");
-                bare_answer(&mut conn.stream, status).await;
+                bare_answer(&conn.sender(), status).await;
                 conn.close(true).await;
                 return;
             }
@@ -343,15 +351,9 @@ pub(crate) async fn serve_connection(
         // A body not read (the request was answered before the body phase) is not looked for:
         // the connection closes instead.
         let keep = keep_alive && !reply.close && !conn.has_body() && !*stopped.borrow();
-        let written = write_reply(
-            &mut conn.stream,
-            &mut out,
-            reply,
-            version,
-            head_request,
-            keep,
-        );
-        if !written.await.unwrap_or(false) {
+        let sender = conn.sender();
+        let written = write_reply(&sender, &mut out, reply, version, head_request, keep).await;
+        if !written.unwrap_or(false) {
             let unread = conn.has_body() || !conn.buf.is_empty();
             conn.close(unread).await;
             return;
@@ -415,7 +417,7 @@ fn may_end_head(buf: &[u8], from: usize) -> bool {
 /// connection stays open after it. An error (the client went away, or the instance's body
 /// failed midway) means the connection must close.
 async fn write_reply(
-    stream: &mut TcpStream,
+    stream: &Sender<'_>,
     out: &mut Vec<u8>,
     reply: Reply,
     version: Version,
@@ -526,7 +528,7 @@ async fn write_reply(
             out.extend_from_slice(&data);
         } else {
             write_all(stream, out).await?;
-            stream.write_all(&data).await?;
+            stream.send(&data).await?;
         }
         if chunked {
             out.extend_from_slice(b"\r\n");
@@ -544,16 +546,46 @@ async fn write_reply(
 }
 
 /// Writes and empties `out`.
-async fn write_all(stream: &mut TcpStream, out: &mut Vec<u8>) -> io::Result<()> {
-    if !out.is_empty() {
-        stream.write_all(out).await?;
-        out.clear();
-    }
+async fn write_all(stream: &Sender<'_>, out: &mut Vec<u8>) -> io::Result<()> {
+    stream.send(out).await?;
+    out.clear();
     Ok(())
 }
 
+/// The write side of a client connection, with its send timeout.
+struct Sender<'a> {
+    stream: &'a TcpStream,
+    timeout: Duration,
+}
+
+impl Sender<'_> {
+    /// Writes `bytes` whole. The client must take some of them at least every `timeout` when
+    /// it has let the socket's buffer fill up; writes that fit go out without a timer.
+    async fn send(&self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            match self.stream.try_write(bytes) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => bytes = &bytes[n..],
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    match tokio::time::timeout(self.timeout, self.stream.writable()).await {
+                        Ok(ready) => ready?,
+                        Err(_elapsed) => {
+                            return Err(io::Error::new(
+                                io::ErrorKind::TimedOut,
+                                "the client took none of its answer within the send timeout",
+                            ));
+                        }
+                    }
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(())
+    }
+}
+
 /// An answer for a request refused before it was parsed: no body, and the connection closes.
-async fn bare_answer(stream: &mut TcpStream, status: StatusCode) {
+async fn bare_answer(stream: &Sender<'_>, status: StatusCode) {
     let mut out = Vec::with_capacity(128);
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(itoa::Buffer::new().format(status.as_u16()).as_bytes());
@@ -562,7 +594,7 @@ async fn bare_answer(stream: &mut TcpStream, status: StatusCode) {
     out.extend_from_slice(b"\r\ncontent-length: 0\r\nconnection: close\r\n");
     date::with(|date| push_field(&mut out, b"date", date));
     out.extend_from_slice(b"\r\n");
-    let _ = stream.write_all(&out).await;
+    let _ = stream.send(&out).await;
 }
 
 /// The `Date` field's value, formatted once a second per thread.

@@ -411,6 +411,80 @@ async fn a_body_without_length_is_chunked_for_http_1_1_and_ends_with_the_close_f
     gateway.stop().await;
 }
 
+/// An instance answering every request with a body of `len` bytes, written as fast as the
+/// gateway takes them.
+async fn large_instance(len: usize) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = [0u8; 4096];
+                if stream.read(&mut head).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n");
+                if stream.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b'x'; 64 * 1024];
+                let mut left = len;
+                while left > 0 {
+                    let n = left.min(chunk.len());
+                    if stream.write_all(&chunk[..n]).await.is_err() {
+                        return;
+                    }
+                    left -= n;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off_after_the_send_timeout() {
+    let len = 64 * 1024 * 1024;
+    let addr = large_instance(len).await;
+    let gateway = TestGateway::serving(
+        GatewayConfig {
+            send_timeout: Duration::from_millis(300),
+            ..GatewayConfig::default()
+        },
+        one_instance("large", addr),
+    )
+    .await;
+    let mut client = Client::connect(gateway.addr).await;
+    client
+        .write(b"GET /large HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await;
+    // Reads nothing for longer than the send timeout, with far more on its way than the
+    // sockets' buffers hold: the gateway gives up on it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut received = 0;
+    let mut chunk = vec![0u8; 256 * 1024];
+    loop {
+        match tokio::time::timeout(PATIENCE, client.stream.read(&mut chunk))
+            .await
+            .expect("the gateway closes in time")
+        {
+            Ok(0) | Err(_) => break,
+            Ok(n) => received += n,
+        }
+    }
+    assert!(received > 0 && received < len, "{received} of {len} bytes");
+    drop(client);
+    // A client that reads gets the whole body.
+    let mut reader = Client::connect(gateway.addr).await;
+    reader
+        .write(b"GET /large HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await;
+    assert_eq!(reader.response(false).await.body.len(), len);
+    gateway.stop().await;
+}
+
 #[tokio::test]
 async fn an_http_1_0_client_asking_for_keep_alive_keeps_its_connection() {
     let (gateway, _upstream) = gateway_with(GatewayConfig::default()).await;
