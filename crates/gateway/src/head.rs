@@ -42,6 +42,8 @@ pub(crate) struct RequestHead {
     pub(crate) keep_alive: bool,
     /// `Expect: 100-continue`: the client waits for an interim answer before its body.
     pub(crate) expect_continue: bool,
+    /// An HTTP/1.1 request with `Upgrade` that `Connection` names (a WebSocket handshake).
+    pub(crate) upgrade: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -151,6 +153,7 @@ impl RequestHead {
             body: BodyFraming::Length(0),
             keep_alive: version == Version::HTTP_11,
             expect_continue: false,
+            upgrade: false,
         };
         head.read_connection_fields()?;
         Ok(Some(head))
@@ -162,6 +165,7 @@ impl RequestHead {
     fn read_connection_fields(&mut self) -> Result<(), HeadError> {
         let mut chunked = None;
         let mut length: Option<u64> = None;
+        let (mut connection_upgrade, mut upgrade_field) = (false, false);
         for field in &self.fields {
             let value = &self.bytes[field.value.clone()];
             match self.text[field.name.clone()].as_bytes() {
@@ -169,6 +173,8 @@ impl RequestHead {
                     for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
                         if token.eq_ignore_ascii_case(b"close") {
                             self.keep_alive = false;
+                        } else if token.eq_ignore_ascii_case(b"upgrade") {
+                            connection_upgrade = true;
                         } else if token.eq_ignore_ascii_case(b"keep-alive")
                             && self.version == Version::HTTP_10
                         {
@@ -193,6 +199,7 @@ impl RequestHead {
                         length = Some(n);
                     }
                 }
+                b"upgrade" => upgrade_field = !value.trim_ascii().is_empty(),
                 b"expect" => {
                     self.expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue")
                         && self.version == Version::HTTP_11;
@@ -200,6 +207,7 @@ impl RequestHead {
                 _ => {}
             }
         }
+        self.upgrade = connection_upgrade && upgrade_field && self.version == Version::HTTP_11;
         self.body = match (chunked, length) {
             (Some(_), Some(_)) => {
                 return Err(HeadError::Malformed(
@@ -512,6 +520,14 @@ mod tests {
         assert!(!head("GET / HTTP/1.0\r\n\r\n").keep_alive);
         assert!(head("GET / HTTP/1.0\r\nconnection: keep-alive\r\n\r\n").keep_alive);
         assert!(head("PUT / HTTP/1.1\r\nexpect: 100-Continue\r\n\r\n").expect_continue);
+        let upgrade =
+            "GET / HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n";
+        assert!(head(upgrade).upgrade);
+        assert!(!head("GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n").upgrade);
+        assert!(!head("GET / HTTP/1.1\r\nConnection: upgrade\r\n\r\n").upgrade);
+        assert!(
+            !head("GET / HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n").upgrade
+        );
         assert!(!head("PUT / HTTP/1.0\r\nexpect: 100-continue\r\n\r\n").expect_continue);
     }
 

@@ -494,23 +494,35 @@ impl Forward<'_> {
             .key_id
             .flatten()
             .filter(|id| field_text(id.as_bytes()).is_some());
+        // A protocol upgrade (a WebSocket handshake) is the one hop-by-hop request the
+        // instance must see as such.
+        let upgrade = |name: &str| head.upgrade && name == "upgrade";
         let fields = head
             .fields()
-            .filter(|(name, _)| !own(name) && !hop.drops(name.as_bytes()))
+            .filter(|(name, _)| !own(name) && (upgrade(name) || !hop.drops(name.as_bytes())))
             .map(|(name, value)| (name.as_bytes(), value))
             .chain([
                 (REQUEST_ID_FIELD.as_bytes(), request_id.as_bytes()),
                 (X_FORWARDED_FOR.as_bytes(), &forwarded_for[..]),
                 (X_FORWARDED_PROTO.as_bytes(), &b"http"[..]),
             ])
+            .chain(
+                head.upgrade
+                    .then_some((&b"connection"[..], &b"upgrade"[..])),
+            )
             .chain(key_id.map(|id| (KEY_ID_HEADER.as_bytes(), id.as_bytes())));
-        Outgoing::new(
+        let outgoing = Outgoing::new(
             head.method(),
             &head.path_and_query(),
             fields,
             Some(host),
             body,
-        )
+        );
+        if head.upgrade {
+            outgoing.upgrading()
+        } else {
+            outgoing
+        }
     }
 }
 

@@ -243,6 +243,15 @@ impl ResponseBody {
         }
     }
 
+    /// The instance's connection after a `101 Switching Protocols`, with what it already sent
+    /// in its new protocol.
+    pub(crate) fn take_upgraded(&mut self) -> Option<(tokio::net::TcpStream, bytes::BytesMut)> {
+        match &mut self.inner {
+            Inner::Upstream(body) => body.take_upgraded(),
+            Inner::Local(_) => None,
+        }
+    }
+
     /// Records the request (the upstream body gives its connection back by itself).
     fn finish(&mut self) {
         if let Some(mut recorder) = self.recorder.take() {

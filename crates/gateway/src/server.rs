@@ -16,8 +16,9 @@
 //! `Transfer-Encoding` and `Content-Length`, conflicting lengths, a coding other than chunked
 //! last; the request smuggling patterns) with 400, obsolete line folding and any target that
 //! is not origin form, absolute form or `OPTIONS *` with 400, a head larger than the
-//! connection's buffer or with too many fields with 431, and protocol upgrades, which reach the
-//! instance as plain requests (`Upgrade` is hop-by-hop). A client that has sent no complete
+//! connection's buffer or with too many fields with 431. A protocol upgrade (a WebSocket
+//! handshake) the instance accepts with `101` becomes a tunnel (see [`tunnel`]). A client that
+//! has sent no complete
 //! head within the header read timeout, on a new connection or between requests on a kept-alive
 //! one, is disconnected without an answer. A connection the client may still be writing to is
 //! closed lingering (see [`ClientConn::close`]).
@@ -344,15 +345,27 @@ pub(crate) async fn serve_connection(
         conn.body = Unread::Framed(head.body);
         conn.expect_continue = head.expect_continue;
         let handled = phases::handle(Arc::clone(&shared), peer.clone(), head, &mut conn).await;
-        let Some(reply) = handled.filter(|_| !conn.gone) else {
+        let Some(mut reply) = handled.filter(|_| !conn.gone) else {
             // Nobody to answer; the request was recorded as the client's going away.
             return;
+        };
+        // The instance accepted a protocol upgrade: its connection becomes the client's.
+        let upgraded = if reply.status == StatusCode::SWITCHING_PROTOCOLS {
+            reply.body.take_upgraded()
+        } else {
+            None
         };
         // A body not read (the request was answered before the body phase) is not looked for:
         // the connection closes instead.
         let keep = keep_alive && !reply.close && !conn.has_body() && !*stopped.borrow();
         let sender = conn.sender();
         let written = write_reply(&sender, &mut out, reply, version, head_request, keep).await;
+        if let Some((instance, sent)) = upgraded {
+            if written.is_ok() {
+                tunnel(conn, instance, sent).await;
+            }
+            return;
+        }
         if !written.unwrap_or(false) {
             let unread = conn.has_body() || !conn.buf.is_empty();
             conn.close(unread).await;
@@ -402,6 +415,21 @@ async fn read_head(
     }
 }
 
+/// Carries bytes both ways between the client and the instance after a `101 Switching
+/// Protocols`, starting with what either sent early, until both ends have closed or one
+/// fails. The gateway does not look inside: a WebSocket's frames are not inspected.
+async fn tunnel(mut conn: ClientConn, mut instance: TcpStream, sent: BytesMut) {
+    if !sent.is_empty() && conn.sender().send(&sent).await.is_err() {
+        return;
+    }
+    if !conn.buf.is_empty() && instance.write_all(&conn.buf).await.is_err() {
+        return;
+    }
+    if let Err(err) = tokio::io::copy_bidirectional(&mut conn.stream, &mut instance).await {
+        tracing::debug!(error = %err, "upgraded connection ended with an error");
+    }
+}
+
 /// True when `buf[from..]` (with the two bytes before it) holds an empty line after a line
 /// feed: `\n\n` or `\n\r\n`, which a complete head ends with.
 fn may_end_head(buf: &[u8], from: usize) -> bool {
@@ -436,6 +464,10 @@ async fn write_reply(
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
     let length = body.size_hint().exact();
+    // A 101 keeps the instance's `Upgrade` and says `Connection: upgrade`; the connection is
+    // then a tunnel (see `tunnel`).
+    let upgraded = status == StatusCode::SWITCHING_PROTOCOLS;
+    let keep = keep && !upgraded;
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(itoa::Buffer::new().format(status.as_u16()).as_bytes());
@@ -454,6 +486,7 @@ async fn write_reply(
                     has_date = true;
                     true
                 }
+                b"upgrade" if upgraded => true,
                 _ => !hop.drops(name),
             };
             if keep_field {
@@ -485,7 +518,9 @@ async fn write_reply(
     if !has_date {
         date::with(|date| push_field(out, b"date", date));
     }
-    if !keep {
+    if upgraded {
+        push_field(out, b"connection", b"upgrade");
+    } else if !keep {
         push_field(out, b"connection", b"close");
     } else if version == Version::HTTP_10 {
         push_field(out, b"connection", b"keep-alive");

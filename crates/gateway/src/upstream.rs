@@ -10,8 +10,9 @@
 //! writes the request, parses the response head and reads the body straight into the frames
 //! it sends on. That took the gateway thread's instructions per proxied request from 43.8k to
 //! 35.5k without an edge table and from 57.9k to 49.2k with full security
-//! (`bench/gateway_instructions.sh`, `docs/benchmarks.md`). What it does not do, it refuses:
-//! protocol upgrades (101) end in a 502.
+//! (`bench/gateway_instructions.sh`, `docs/benchmarks.md`). A `101 Switching Protocols` answer
+//! to a request that asked for an upgrade hands the connection to the client's side (see
+//! [`UpstreamBody::take_upgraded`]); to any other request it ends in a 502.
 //!
 //! Connections are kept per instance address, handed out most recently used first, taken
 //! back once a response body has been read to its end, and closed after
@@ -98,6 +99,8 @@ pub(crate) struct Outgoing {
     body: Bytes,
     /// A response to HEAD has no body whatever its header fields say.
     head: bool,
+    /// The client asked to switch protocols: a `101` answer hands the connection over.
+    upgrade: bool,
 }
 
 impl Outgoing {
@@ -151,7 +154,15 @@ impl Outgoing {
             wire,
             body,
             head: *method == Method::HEAD,
+            upgrade: false,
         }
+    }
+
+    /// Marks the request as a protocol upgrade (a WebSocket handshake): the instance may
+    /// answer `101 Switching Protocols`, after which its connection is the client's tunnel.
+    pub(crate) fn upgrading(mut self) -> Outgoing {
+        self.upgrade = true;
+        self
     }
 }
 
@@ -288,7 +299,7 @@ impl UpstreamPool {
             // A write error: the instance closed the idle connection before the request was
             // all in it, so it cannot have run it. Next one.
             if conn.write(request).await.is_ok() {
-                return self.read_head(addr, conn, request.head).await;
+                return self.read_head(addr, conn, request).await;
             }
         }
         let mut conn = self.connect(addr).await?;
@@ -298,14 +309,14 @@ impl UpstreamPool {
                 reason: err.to_string(),
             });
         }
-        self.read_head(addr, conn, request.head).await
+        self.read_head(addr, conn, request).await
     }
 
     async fn read_head(
         self: &Arc<Self>,
         addr: SocketAddr,
         mut conn: Conn,
-        head_request: bool,
+        request: &Outgoing,
     ) -> Result<(ResponseHead, UpstreamBody), UpstreamError> {
         // Anything read yet, interim responses included: after that a closed connection is
         // a failure of this request, not a stale connection.
@@ -314,17 +325,17 @@ impl UpstreamPool {
             if !conn.buf.is_empty() {
                 answered = true;
                 if let Some(head) = parse_head(&mut conn.buf)? {
-                    if head.response.status.is_informational() {
-                        if head.response.status == StatusCode::SWITCHING_PROTOCOLS {
-                            return Err(UpstreamError::Failed(
-                                "the instance switched protocols (upgrades are not proxied)"
-                                    .to_owned(),
-                            ));
-                        }
+                    let status = head.response.status;
+                    if status == StatusCode::SWITCHING_PROTOCOLS && !request.upgrade {
+                        return Err(UpstreamError::Failed(
+                            "the instance switched protocols unasked".to_owned(),
+                        ));
+                    }
+                    if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
                         // 100 Continue, 103 Early Hints: the final response follows.
                         continue;
                     }
-                    return Ok(self.response(addr, conn, head, head_request));
+                    return Ok(self.response(addr, conn, head, request.head));
                 }
                 if conn.buf.len() > MAX_HEAD_BYTES {
                     return Err(UpstreamError::Failed(format!(
@@ -367,7 +378,9 @@ impl UpstreamPool {
             keep_alive,
         } = head;
         let status = response.status;
+        let upgraded = status == StatusCode::SWITCHING_PROTOCOLS;
         let framing = if head_request
+            || upgraded
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED
         {
@@ -375,11 +388,13 @@ impl UpstreamPool {
         } else {
             framing
         };
-        let reusable = keep_alive && !matches!(framing, Framing::UntilClose);
+        // After a 101 the connection speaks another protocol: it is the client's now.
+        let reusable = keep_alive && !upgraded && !matches!(framing, Framing::UntilClose);
         let body = UpstreamBody {
             conn: Some(conn),
             framing,
             reusable,
+            upgraded,
             pool: Arc::clone(self),
             addr,
         };
@@ -605,11 +620,22 @@ pub(crate) struct UpstreamBody {
     conn: Option<Conn>,
     framing: Framing,
     reusable: bool,
+    /// The answer was `101 Switching Protocols` (see [`UpstreamBody::take_upgraded`]).
+    upgraded: bool,
     pool: Arc<UpstreamPool>,
     addr: SocketAddr,
 }
 
 impl UpstreamBody {
+    /// The connection of a `101 Switching Protocols` answer, and what the instance already
+    /// sent in its new protocol; `None` for any other answer, or once taken.
+    pub(crate) fn take_upgraded(&mut self) -> Option<(TcpStream, BytesMut)> {
+        if !self.upgraded {
+            return None;
+        }
+        self.conn.take().map(|conn| (conn.stream, conn.buf))
+    }
+
     fn at_end(&self) -> bool {
         matches!(
             self.framing,
@@ -1150,7 +1176,7 @@ mod tests {
             ),
             (
                 "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n",
-                "upgrades",
+                "switched protocols unasked",
             ),
             (
                 "HTTP/1.1 200 OK\r\ncontent-le<close>",
@@ -1163,6 +1189,26 @@ mod tests {
                 Err(err) => assert!(err.to_string().contains(why), "{answer:?}: {err}"),
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_switch_of_protocols_asked_for_hands_the_connection_over() {
+        let (addr, accepted, _) = raw_upstream(vec![
+            "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\nearly",
+        ])
+        .await;
+        let pool = pool();
+        let (head, mut body) = pool
+            .send(addr, &get(addr).upgrading(), false)
+            .await
+            .expect("101");
+        assert_eq!(head.status, StatusCode::SWITCHING_PROTOCOLS);
+        let (_stream, sent) = body.take_upgraded().expect("the connection");
+        assert_eq!(&sent[..], b"early");
+        assert!(body.take_upgraded().is_none(), "taken once");
+        drop(body);
+        assert_eq!(pool.idle_count(), 0, "never back in the pool");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

@@ -533,3 +533,98 @@ async fn stopping_closes_idle_connections_and_lets_a_request_in_flight_finish() 
     assert!(busy.closed().await);
     stopped.await.expect("stopped");
 }
+
+/// An instance that answers every request with `101 Switching Protocols` (naming in
+/// `x-seen-upgrade` the `Upgrade` and `Connection` it was sent), says hello in the new
+/// protocol, and then echoes what it reads.
+async fn switching_instance() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                let seen = format!(
+                    "{}/{}",
+                    head.contains("\r\nupgrade: websocket\r\n"),
+                    head.contains("\r\nconnection: upgrade\r\n")
+                );
+                let answer = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nx-seen-upgrade: {seen}\r\n\r\nhello"
+                );
+                if stream.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+                loop {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if stream.write_all(&chunk[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_websocket_handshake_becomes_a_tunnel_to_the_instance() {
+    let addr = switching_instance().await;
+    let gateway = TestGateway::serving(GatewayConfig::default(), one_instance("ws", addr)).await;
+    let mut client = Client::connect(gateway.addr).await;
+    client
+        .write(
+            b"GET /chat HTTP/1.1\r\nhost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .await;
+    let answer = client.response(false).await;
+    assert_eq!(answer.status, 101, "{answer:?}");
+    assert_eq!(answer.field("x-seen-upgrade"), Some("true/true"));
+    assert_eq!(answer.field("upgrade"), Some("websocket"));
+    assert_eq!(answer.field("connection"), Some("upgrade"));
+    assert_eq!(
+        answer.field("sec-websocket-accept"),
+        Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+    );
+    assert!(answer.field("x-request-id").is_some());
+    // What the instance sent right after its answer, then an echo of what the client sends.
+    while client.buf.len() < 5 {
+        assert!(client.more().await);
+    }
+    assert_eq!(client.buf.drain(..5).collect::<Vec<u8>>(), b"hello");
+    for message in [&b"ping"[..], b"\x81\x05frame", b"GET / HTTP/1.1\r\n\r\n"] {
+        client.write(message).await;
+        while client.buf.len() < message.len() {
+            assert!(client.more().await, "tunnel closed");
+        }
+        assert_eq!(
+            client.buf.drain(..message.len()).collect::<Vec<u8>>(),
+            message
+        );
+    }
+    // The client closing its end closes the tunnel.
+    client.stream.shutdown().await.expect("shutdown");
+    assert!(client.closed().await);
+    drop(client);
+
+    // An instance switching protocols when it was not asked to is a failed request.
+    let mut plain = Client::connect(gateway.addr).await;
+    plain.write(b"GET /chat HTTP/1.1\r\nhost: a\r\n\r\n").await;
+    assert_eq!(plain.response(false).await.status, 502);
+    gateway.stop().await;
+}
