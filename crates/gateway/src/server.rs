@@ -24,7 +24,7 @@
 //! closed lingering (see [`ClientConn::close`]).
 
 use std::future::poll_fn;
-use std::io;
+use std::io::{self, Write as _};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
@@ -467,7 +467,7 @@ async fn write_reply(
     // A 101 keeps the instance's `Upgrade` and says `Connection: upgrade`; the connection is
     // then a tunnel (see `tunnel`).
     let upgraded = status == StatusCode::SWITCHING_PROTOCOLS;
-    let keep = keep && !upgraded;
+    let mut keep = keep && !upgraded;
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(itoa::Buffer::new().format(status.as_u16()).as_bytes());
@@ -498,7 +498,6 @@ async fn write_reply(
     // Without a length, the body is chunked for HTTP/1.1 clients and ends with the
     // connection for HTTP/1.0 ones.
     let mut chunked = false;
-    let mut keep = keep;
     match length {
         Some(n) if !no_body || upstream.is_none() => {
             push_field(
@@ -557,7 +556,8 @@ async fn write_reply(
             },
         };
         if chunked {
-            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            // Writing to a Vec cannot fail.
+            let _ = write!(out, "{:x}\r\n", data.len());
         }
         if data.len() <= COALESCE {
             out.extend_from_slice(&data);
