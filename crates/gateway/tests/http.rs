@@ -348,34 +348,44 @@ async fn head_answers_carry_the_length_and_no_body_and_the_connection_goes_on() 
     gateway.stop().await;
 }
 
-/// An instance answering every request with a chunked body of two chunks.
-async fn chunked_instance() -> SocketAddr {
+/// An instance on a port the OS chose, serving each connection it accepts with `serve`.
+async fn instance<F, Fut>(serve: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        buf.drain(..end + 4);
-                        let answer = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: keep-alive, x-hop\r\nx-hop: 1\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
-                        if stream.write_all(answer).await.is_err() {
-                            return;
-                        }
-                    }
-                    match stream.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-            });
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(serve(stream));
         }
     });
     addr
+}
+
+/// An instance answering every request with a chunked body of two chunks.
+async fn chunked_instance() -> SocketAddr {
+    instance(move |mut stream| async move {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                buf.drain(..end + 4);
+                let answer = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: keep-alive, x-hop\r\nx-hop: 1\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+                if stream.write_all(answer).await.is_err() {
+                    return;
+                }
+            }
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -414,34 +424,26 @@ async fn a_body_without_length_is_chunked_for_http_1_1_and_ends_with_the_close_f
 /// An instance answering every request with a body of `len` bytes, written as fast as the
 /// gateway takes them.
 async fn large_instance(len: usize) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut head = [0u8; 4096];
-                if stream.read(&mut head).await.unwrap_or(0) == 0 {
-                    return;
-                }
-                let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n");
-                if stream.write_all(answer.as_bytes()).await.is_err() {
-                    return;
-                }
-                let chunk = vec![b'x'; 64 * 1024];
-                let mut left = len;
-                while left > 0 {
-                    let n = left.min(chunk.len());
-                    if stream.write_all(&chunk[..n]).await.is_err() {
-                        return;
-                    }
-                    left -= n;
-                }
-            });
+    instance(move |mut stream| async move {
+        let mut head = [0u8; 4096];
+        if stream.read(&mut head).await.unwrap_or(0) == 0 {
+            return;
         }
-    });
-    addr
+        let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n");
+        if stream.write_all(answer.as_bytes()).await.is_err() {
+            return;
+        }
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            if stream.write_all(&chunk[..n]).await.is_err() {
+                return;
+            }
+            left -= n;
+        }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -538,47 +540,39 @@ async fn stopping_closes_idle_connections_and_lets_a_request_in_flight_finish() 
 /// `x-seen-upgrade` the `Upgrade` and `Connection` it was sent), says hello in the new
 /// protocol, and then echoes what it reads.
 async fn switching_instance() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-                let seen = format!(
-                    "{}/{}",
-                    head.contains("\r\nupgrade: websocket\r\n"),
-                    head.contains("\r\nconnection: upgrade\r\n")
-                );
-                let answer = format!(
-                    "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nx-seen-upgrade: {seen}\r\n\r\nhello"
-                );
-                if stream.write_all(answer.as_bytes()).await.is_err() {
-                    return;
-                }
-                loop {
-                    match stream.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            if stream.write_all(&chunk[..n]).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            });
+    instance(move |mut stream| async move {
+        let mut head = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&chunk[..n]),
+            }
         }
-    });
-    addr
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        let seen = format!(
+            "{}/{}",
+            head.contains("\r\nupgrade: websocket\r\n"),
+            head.contains("\r\nconnection: upgrade\r\n")
+        );
+        let answer = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nx-seen-upgrade: {seen}\r\n\r\nhello"
+        );
+        if stream.write_all(answer.as_bytes()).await.is_err() {
+            return;
+        }
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if stream.write_all(&chunk[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await
 }
 
 #[tokio::test]
