@@ -485,10 +485,14 @@ impl Forward<'_> {
         let head = self.head;
         let hop = HopByHop::new(head.values("connection"));
         let forwarded_for = forwarded_for(head, self.peer);
+        // The fields the gateway sets, also spelled with `_` for `-`: CGI-style servers
+        // (WSGI, Rack, PHP) see `X_Forwarded_For` and `X-Forwarded-For` as one variable, so a
+        // client's underscore spelling could stand in for the gateway's own.
         let own = |name: &str| {
-            matches!(name, X_FORWARDED_FOR | X_FORWARDED_PROTO)
-                || name == REQUEST_ID_FIELD
-                || (self.key_id.is_some() && name == KEY_ID_HEADER)
+            [X_FORWARDED_FOR, X_FORWARDED_PROTO, REQUEST_ID_FIELD]
+                .iter()
+                .any(|own| same_field(name, own))
+                || (self.key_id.is_some() && same_field(name, KEY_ID_HEADER))
         };
         let key_id = self
             .key_id
@@ -524,6 +528,15 @@ impl Forward<'_> {
             outgoing
         }
     }
+}
+
+/// True when the field `name` (lower case) is `own`, or `own` with `_` in place of `-`.
+fn same_field(name: &str, own: &str) -> bool {
+    name.len() == own.len()
+        && name
+            .bytes()
+            .zip(own.bytes())
+            .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
 }
 
 /// The client's `X-Forwarded-For` chain with `peer` appended.
@@ -743,6 +756,21 @@ mod tests {
         // Without auth the gateway does not touch the field.
         let wire = forwarded(head, None);
         assert!(wire.contains("x-rollgate-key-id: forged"), "{wire}");
+    }
+
+    #[test]
+    fn the_gateways_own_fields_cannot_be_smuggled_with_underscores() {
+        let head = "GET / HTTP/1.1\r\nhost: a\r\nX_Rollgate_Key_Id: forged\r\nx_forwarded_for: 6.6.6.6\r\nX_Forwarded-Proto: https\r\nx_request_id: spoofed\r\nx_other: kept\r\n\r\n";
+        let wire = forwarded(head, Some(Some("deploy")));
+        for gone in ["forged", "6.6.6.6", "https", "spoofed"] {
+            assert!(!wire.contains(gone), "{gone}: {wire}");
+        }
+        assert!(wire.contains("x_other: kept\r\n"), "{wire}");
+        assert!(wire.contains("x-rollgate-key-id: deploy\r\n"), "{wire}");
+        assert!(wire.contains("x-forwarded-for: 10.0.0.9\r\n"), "{wire}");
+        assert!(same_field("x-request-id", "x-request-id"));
+        assert!(!same_field("x-request-idx", "x-request-id"));
+        assert!(!same_field("x-request-ix", "x-request-id"));
     }
 
     #[test]
