@@ -166,6 +166,7 @@ impl RequestHead {
         let mut chunked = None;
         let mut length: Option<u64> = None;
         let (mut connection_upgrade, mut upgrade_field) = (false, false);
+        let mut hosts = 0;
         for field in &self.fields {
             let value = &self.bytes[field.value.clone()];
             match self.text[field.name.clone()].as_bytes() {
@@ -200,6 +201,13 @@ impl RequestHead {
                     }
                 }
                 b"upgrade" => upgrade_field = !value.trim_ascii().is_empty(),
+                // Routing reads the first, an app may read the last (RFC 9112 §3.2).
+                b"host" => {
+                    hosts += 1;
+                    if hosts > 1 {
+                        return Err(HeadError::Malformed("more than one Host"));
+                    }
+                }
                 b"expect" => {
                     self.expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue")
                         && self.version == Version::HTTP_11;
@@ -500,6 +508,7 @@ mod tests {
             "POST / HTTP/1.1\r\nfolded: a\r\n b\r\n\r\n",
             "POST / HTTP/1.1\r\nbad name: a\r\n\r\n",
             "POST / HTTP/2.0\r\n\r\n",
+            "GET / HTTP/1.1\r\nhost: a\r\nHost: b\r\n\r\n",
         ] {
             assert!(
                 matches!(parse(bad), Err(HeadError::Malformed(_))),

@@ -14,8 +14,8 @@
 //! chunked encoding to HTTP/1.1 clients, or by the close to HTTP/1.0 ones; `HEAD`, 204 and
 //! 304 without a body; a `Date` on every response. What it refuses: ambiguous framing (both
 //! `Transfer-Encoding` and `Content-Length`, conflicting lengths, a coding other than chunked
-//! last; the request smuggling patterns) with 400, obsolete line folding and any target that
-//! is not origin form, absolute form or `OPTIONS *` with 400, a head larger than the
+//! last; the request smuggling patterns) with 400, obsolete line folding, more than one `Host`
+//! and any target that is not origin form, absolute form or `OPTIONS *` with 400, a head larger than the
 //! connection's buffer or with too many fields with 431. A protocol upgrade (a WebSocket
 //! handshake) the instance accepts with `101` becomes a tunnel (see [`tunnel`]). A client that
 //! has sent no complete

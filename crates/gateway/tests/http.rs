@@ -284,6 +284,8 @@ async fn ambiguous_framing_and_malformed_heads_get_400_and_the_connection_closes
         b"GET / HTTP/1.1\r\nhost: a\r\nx-folded: a\r\n b\r\n\r\n",
         b"GET / HTTP/1.1\r\nhost: a\r\nbad name: 1\r\n\r\n",
         b"GET example.com HTTP/1.1\r\nhost: a\r\n\r\n",
+        // Two Hosts: routing and the app could each read another.
+        b"GET / HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n",
         b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
     ] {
         let mut client = Client::connect(gateway.addr).await;
