@@ -187,18 +187,15 @@ impl RequestHead {
                     if self.version == Version::HTTP_10 {
                         return Err(HeadError::Malformed("Transfer-Encoding in HTTP/1.0"));
                     }
-                    let last = value.rsplit(|b| *b == b',').next().map(<[u8]>::trim_ascii);
-                    chunked = Some(last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")));
+                    chunked = Some(chunked_last(value));
                 }
                 b"content-length" => {
-                    for part in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
-                        let n =
-                            parse_decimal(part).ok_or(HeadError::Malformed("Content-Length"))?;
-                        if length.is_some_and(|l| l != n) {
-                            return Err(HeadError::Malformed("conflicting Content-Length"));
+                    content_length(value, &mut length).map_err(|err| match err {
+                        LengthError::Malformed => HeadError::Malformed("Content-Length"),
+                        LengthError::Conflicting => {
+                            HeadError::Malformed("conflicting Content-Length")
                         }
-                        length = Some(n);
-                    }
+                    })?;
                 }
                 b"upgrade" => upgrade_field = !value.trim_ascii().is_empty(),
                 // Routing reads the first, an app may read the last (RFC 9112 §3.2).
@@ -331,6 +328,9 @@ pub(crate) fn place(base: usize, part: &[u8]) -> Range<usize> {
 pub(crate) struct HopByHop<'a> {
     /// The names the message's `Connection` fields list.
     named: Vec<&'a [u8]>,
+    /// `Upgrade` is passed on: the message is a protocol upgrade (a WebSocket handshake or
+    /// its `101`), the one hop-by-hop exchange the other side must see as such.
+    upgrade: bool,
 }
 
 impl<'a> HopByHop<'a> {
@@ -342,11 +342,22 @@ impl<'a> HopByHop<'a> {
                 .map(<[u8]>::trim_ascii)
                 .filter(|token| !token.is_empty())
                 .collect(),
+            upgrade: false,
         }
+    }
+
+    /// Passes `Upgrade` on when `upgrade` is true: for a protocol upgrade (a WebSocket
+    /// handshake, or the instance's `101` to it).
+    pub(crate) fn passing_upgrade(mut self, upgrade: bool) -> Self {
+        self.upgrade = upgrade;
+        self
     }
 
     /// True when the field `name` (lower case) is not passed on.
     pub(crate) fn drops(&self, name: &[u8]) -> bool {
+        if self.upgrade && name == b"upgrade" {
+            return false;
+        }
         matches!(
             name,
             b"connection" | b"keep-alive" | b"te" | b"trailer" | b"transfer-encoding" | b"upgrade"
@@ -362,6 +373,38 @@ pub(crate) fn field_text(value: &[u8]) -> Option<&str> {
         .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
         .then(|| std::str::from_utf8(value).ok())
         .flatten()
+}
+
+/// Why a `Content-Length` value was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LengthError {
+    /// Not a list of plain decimal numbers.
+    Malformed,
+    /// A number other than one already given (in this field or an earlier one).
+    Conflicting,
+}
+
+/// Reads one `Content-Length` value, a comma-separated list of equal numbers (RFC 9110
+/// §8.6), into `length`, which holds what the message's earlier fields said. Requests and the
+/// instances' responses are framed by the same rule.
+pub(crate) fn content_length(value: &[u8], length: &mut Option<u64>) -> Result<(), LengthError> {
+    for part in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+        let n = parse_decimal(part).ok_or(LengthError::Malformed)?;
+        if length.is_some_and(|l| l != n) {
+            return Err(LengthError::Conflicting);
+        }
+        *length = Some(n);
+    }
+    Ok(())
+}
+
+/// True when the last coding of a `Transfer-Encoding` value is chunked: only then does
+/// chunked framing end the body.
+pub(crate) fn chunked_last(value: &[u8]) -> bool {
+    value
+        .rsplit(|b| *b == b',')
+        .next()
+        .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"))
 }
 
 /// A non-empty run of ASCII digits as a number.
@@ -568,6 +611,9 @@ mod tests {
             .map(|(name, _)| name)
             .collect();
         assert_eq!(kept, ["host", "x-kept"]);
+        let hop = HopByHop::new(head.values("connection")).passing_upgrade(true);
+        assert!(!hop.drops(b"upgrade"));
+        assert!(hop.drops(b"connection") && hop.drops(b"x-secret") && hop.drops(b"te"));
     }
 
     #[test]

@@ -483,7 +483,7 @@ struct Forward<'a> {
 impl Forward<'_> {
     fn encode(&self, request_id: &str, host: &HeaderValue, body: Bytes) -> Outgoing {
         let head = self.head;
-        let hop = HopByHop::new(head.values("connection"));
+        let hop = HopByHop::new(head.values("connection")).passing_upgrade(head.upgrade);
         let forwarded_for = forwarded_for(head, self.peer);
         // The fields the gateway sets, also spelled with `_` for `-`: CGI-style servers
         // (WSGI, Rack, PHP) see `X_Forwarded_For` and `X-Forwarded-For` as one variable, so a
@@ -498,12 +498,9 @@ impl Forward<'_> {
             .key_id
             .flatten()
             .filter(|id| field_text(id.as_bytes()).is_some());
-        // A protocol upgrade (a WebSocket handshake) is the one hop-by-hop request the
-        // instance must see as such.
-        let upgrade = |name: &str| head.upgrade && name == "upgrade";
         let fields = head
             .fields()
-            .filter(|(name, _)| !own(name) && (upgrade(name) || !hop.drops(name.as_bytes())))
+            .filter(|(name, _)| !own(name) && !hop.drops(name.as_bytes()))
             .map(|(name, value)| (name.as_bytes(), value))
             .chain([
                 (REQUEST_ID_FIELD.as_bytes(), request_id.as_bytes()),

@@ -274,8 +274,9 @@ impl ClientConn {
     }
 }
 
-/// One read of what `stream` has into `buf`, waiting until it has something.
-fn poll_read(
+/// One read of what `stream` has into `buf`, waiting until it has something (both sides of
+/// the gateway read this way).
+pub(crate) fn poll_read(
     stream: &TcpStream,
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
@@ -476,7 +477,8 @@ async fn write_reply(
     out.extend_from_slice(b"\r\n");
     let mut has_date = false;
     if let Some(upstream) = &upstream {
-        let hop = crate::head::HopByHop::new(upstream.values(b"connection"));
+        let hop =
+            crate::head::HopByHop::new(upstream.values(b"connection")).passing_upgrade(upgraded);
         for (name, value) in upstream.fields() {
             let keep_field = match name {
                 b"x-request-id" => false,
@@ -486,7 +488,6 @@ async fn write_reply(
                     has_date = true;
                     true
                 }
-                b"upgrade" if upgraded => true,
                 _ => !hop.drops(name),
             };
             if keep_field {

@@ -38,7 +38,8 @@ use rustc_hash::FxHashMap;
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
-use crate::server::push_field;
+use crate::head::{self, LengthError};
+use crate::server::{poll_read, push_field};
 
 /// Header fields accepted in a response head (hyper's default).
 const MAX_HEADERS: usize = 100;
@@ -262,17 +263,9 @@ impl Conn {
             self.buf.reserve(READ_CHUNK);
         }
         let room = self.buf.capacity() - self.buf.len();
-        loop {
-            match self.stream.try_read_buf(&mut self.buf) {
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    ready!(self.stream.poll_read_ready(cx))?;
-                }
-                result => {
-                    self.drained = matches!(result, Ok(n) if n > 0 && n < room);
-                    return Poll::Ready(result);
-                }
-            }
-        }
+        let result = ready!(poll_read(&self.stream, &mut self.buf, cx));
+        self.drained = matches!(result, Ok(n) if n > 0 && n < room);
+        Poll::Ready(result)
     }
 }
 
@@ -545,7 +538,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, UpstreamError> {
     };
     // Where each field sits in the head; names are lower-cased in place below.
     let base = buf.as_ptr() as usize;
-    let at = |part: &[u8]| crate::head::place(base, part);
+    let at = |part: &[u8]| head::place(base, part);
     let mut fields: Vec<(Range<usize>, Range<usize>)> = parsed
         .headers
         .iter()
@@ -567,24 +560,15 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, UpstreamError> {
                     }
                 }
             }
-            b"transfer-encoding" => {
-                // Only the last coding matters: chunked, or the body runs to the close.
-                let last = value.rsplit(|b| *b == b',').next();
-                chunked =
-                    Some(last.is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked")));
-            }
+            // Only the last coding matters: chunked, or the body runs to the close.
+            b"transfer-encoding" => chunked = Some(head::chunked_last(value)),
             b"content-length" => {
-                for part in value.split(|b| *b == b',') {
-                    let n = std::str::from_utf8(part.trim_ascii())
-                        .ok()
-                        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                        .and_then(|s| s.parse::<u64>().ok())
-                        .ok_or_else(|| malformed("Content-Length".to_owned()))?;
-                    if length.is_some_and(|l| l != n) {
-                        return Err(malformed("conflicting Content-Length values".to_owned()));
+                head::content_length(value, &mut length).map_err(|err| match err {
+                    LengthError::Malformed => malformed("Content-Length".to_owned()),
+                    LengthError::Conflicting => {
+                        malformed("conflicting Content-Length values".to_owned())
                     }
-                    length = Some(n);
-                }
+                })?;
             }
             _ => {}
         }
